@@ -1,0 +1,112 @@
+"""Plain values shared by every layer: fixes, routes, stops and events.
+
+Units inside the system: speeds m/s, distances metres, coordinates WGS84 degrees,
+times timezone-aware UTC. Protocol adapters convert at the edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+JsonDict = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """One GPS position report from a device, already in internal units."""
+
+    device_id: int
+    time: datetime
+    lat: float
+    lon: float
+    speed: float | None = None  # m/s
+    course: float | None = None  # degrees clockwise from north
+    accuracy: float | None = None  # metres, horizontal
+    altitude: float | None = None  # metres
+    attributes: JsonDict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A ping that was not accepted, with its index in the request and why."""
+
+    index: int
+    reason: str
+
+
+class StopStatus:
+    """The life of a stop: pending -> arrived -> completed | failed | skipped."""
+
+    PENDING = "pending"
+    ARRIVED = "arrived"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    DONE = frozenset({COMPLETED, FAILED, SKIPPED})
+    ALL = frozenset({PENDING, ARRIVED, COMPLETED, FAILED, SKIPPED})
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """A planned stop on a route."""
+
+    id: int
+    seq: int
+    lat: float
+    lon: float
+    name: str = ""
+    recipient: str = ""
+    service_s: float = 0.0
+    radius_m: float = 50.0
+    planned_arrival: datetime | None = None
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    status: str = StopStatus.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A device's planned route: ordered stops and the path joining them.
+
+    `path` is a sequence of (lat, lon). When the route was created without a path it is
+    the stops joined in order and `straight_line` is true, so ETAs say their distances
+    are straight-line estimates.
+    """
+
+    id: int
+    device_id: int
+    planned_start: datetime
+    stops: tuple[Stop, ...]
+    path: tuple[tuple[float, float], ...]
+    straight_line: bool = False
+    status: str = "active"
+
+
+class EventType:
+    """Names of the events the pipeline emits (stored in `events`, published on the bus)."""
+
+    ETA_CHANGED = "stop.eta_changed"
+    ARRIVING = "stop.arriving"
+    ARRIVED = "stop.arrived"
+    DEPARTED = "stop.departed"
+    COMPLETED = "stop.completed"
+    FAILED = "stop.failed"
+    SKIPPED = "stop.skipped"
+    OFF_ROUTE = "route.off_route"
+    BACK_ON_ROUTE = "route.back_on_route"
+    ROUTE_COMPLETED = "route.completed"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened on a route, at the time of the fix that caused it."""
+
+    type: str
+    time: datetime
+    device_id: int
+    route_id: int | None = None
+    stop_id: int | None = None
+    data: JsonDict = field(default_factory=dict)
