@@ -1,0 +1,1 @@
+"""HTTP and WebSocket endpoints (Starlette): the only layer that knows about requests."""

@@ -1,0 +1,33 @@
+"""Reading request bodies with a size limit and a content-type check."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from tracker.api.responses import ApiError
+
+
+def require_json(request: Request) -> None:
+    """Refuse anything not declared as JSON (415)."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";", 1)[0].strip().lower() != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, or 413 as soon as it exceeds `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise ApiError(413, "body_too_large", f"body exceeds {limit} bytes")
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", "invalid Content-Length") from exc
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

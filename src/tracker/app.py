@@ -1,0 +1,93 @@
+"""The Starlette application: routes, error handling, and the lifespan that builds a Runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from tracker.api import devices, ingest
+from tracker.api.guards import runtime
+from tracker.api.responses import ApiError, ORJSONResponse, api_error_handler, error_response
+from tracker.config import Settings
+from tracker.runtime import Runtime
+from tracker.store.db import DB_ERRORS
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(request: Request) -> Response:
+    """The process is up."""
+    return ORJSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """The database answers."""
+    rt = runtime(request)
+    try:
+        async with rt.pool.acquire(timeout=2.0) as conn:
+            await conn.fetchval("SELECT 1")
+    except DB_ERRORS:
+        return error_response(503, "unavailable", "database unreachable", {"Retry-After": "5"})
+    return ORJSONResponse({"status": "ready"})
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, code, str(exc.detail), headers)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    # Never leak a stack trace; the log has it.
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")
+
+
+def routes() -> list[BaseRoute]:
+    """Every HTTP and WebSocket route of the server."""
+    return [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/api/v1/positions", ingest.post_positions, methods=["POST"]),
+        Route("/api/v1/devices", devices.create_device, methods=["POST"]),
+        Route("/api/v1/devices", devices.list_devices, methods=["GET"]),
+        Route("/api/v1/devices/{device}", devices.update_device, methods=["PATCH"]),
+        Route("/api/v1/devices/{device}/positions", devices.device_positions, methods=["GET"]),
+    ]
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the ASGI app; the lifespan connects on startup and flushes on shutdown."""
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        rt = await Runtime.start(settings)
+        app.state.runtime = rt
+        try:
+            yield
+        finally:
+            await rt.stop()
+
+    return Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: api_error_handler,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
+    )
+
+
+def app_from_env() -> Starlette:
+    """Factory for `uvicorn --factory tracker.app:app_from_env` (used by `tracker serve`)."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,135 @@
+"""The `tracker` command: serve, migrate, device and key administration, and tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable
+
+from tracker.config import Settings
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "tracker.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=False,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from tracker.store.migrations import ensure_database, migrate
+
+    url = Settings.from_env().database_url
+
+    async def run() -> list[str]:
+        await ensure_database(url)
+        return await migrate(url)
+
+    applied = asyncio.run(run())
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+def _device_add(args: argparse.Namespace) -> int:
+    from tracker.store import devices
+    from tracker.store.db import create_pool
+
+    async def run() -> int:
+        pool = await create_pool(Settings.from_env().database_url, 1)
+        try:
+            device, token = await devices.add_device(pool, args.name, args.unique_id)
+        except devices.DuplicateDevice:
+            print(f"a device with unique id {args.unique_id!r} already exists", file=sys.stderr)
+            return 1
+        finally:
+            await pool.close()
+        print(f"device {device.unique_id} ({device.name})")
+        print(f"token: {token}")
+        print("The token is shown only this once; it is stored hashed.")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _key_add(args: argparse.Namespace) -> int:
+    from tracker.store import devices
+    from tracker.store.db import create_pool
+
+    async def run() -> int:
+        pool = await create_pool(Settings.from_env().database_url, 1)
+        try:
+            key = await devices.add_key(pool, args.name, args.role)
+        finally:
+            await pool.close()
+        print(f"{args.role} key {args.name}: {key}")
+        print("The key is shown only this once; it is stored hashed.")
+        return 0
+
+    return asyncio.run(run())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="tracker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP/WebSocket server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_serve)
+
+    mig = sub.add_parser("migrate", help="create the database if needed and apply migrations")
+    mig.set_defaults(func=_migrate)
+
+    device = sub.add_parser("device", help="manage devices")
+    dsub = device.add_subparsers(dest="device_command", required=True)
+    dadd = dsub.add_parser("add", help="register a device and print its token once")
+    dadd.add_argument("name")
+    dadd.add_argument("--unique-id", dest="unique_id")
+    dadd.set_defaults(func=_device_add)
+
+    key = sub.add_parser("key", help="manage API keys")
+    ksub = key.add_subparsers(dest="key_command", required=True)
+    kadd = ksub.add_parser("add", help="create an API key and print it once")
+    kadd.add_argument("name", nargs="?", default="dispatcher")
+    kadd.add_argument("--role", choices=["dispatcher", "admin"], default="dispatcher")
+    kadd.set_defaults(func=_key_add)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Tools living in their own modules add their subcommands here.
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `tracker` console script."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    func: Command = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""Settings read from the environment, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tracker"
+DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+DEFAULT_TILE_ATTRIBUTION = "&copy; OpenStreetMap contributors"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a server instance. `Settings.from_env()` is the only reader of os.environ."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    admin_token: str | None = None
+    # Group commit: a batch closes after this many milliseconds or rows, whichever first.
+    commit_interval_ms: float = 2.0
+    commit_max_rows: int = 5000
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_batch: int = 10_000
+    max_future_s: float = 600.0
+    max_speed_mps: float = 100.0
+    auth_cache_s: float = 5.0
+    db_pool_size: int = 8
+    retry_after_s: int = 5
+    tile_url: str = DEFAULT_TILE_URL
+    tile_attribution: str = DEFAULT_TILE_ATTRIBUTION
+    tick_ms: float = 150.0
+    stale_after_s: float = 120.0
+    tracking_ttl_s: float = 24 * 3600.0
+    customer_max_stops_away: int = 1
+    session_secret: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read settings from TRACKER_* variables, DATABASE_URL and REDIS_URL."""
+        return cls(
+            database_url=os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            redis_url=os.environ.get("REDIS_URL") or None,
+            admin_token=os.environ.get("TRACKER_ADMIN_TOKEN") or None,
+            commit_interval_ms=_float("TRACKER_COMMIT_INTERVAL_MS", 2.0),
+            commit_max_rows=_int("TRACKER_COMMIT_MAX_ROWS", 5000),
+            max_body_bytes=_int("TRACKER_MAX_BODY_BYTES", 4 * 1024 * 1024),
+            max_batch=_int("TRACKER_MAX_BATCH", 10_000),
+            max_future_s=_float("TRACKER_MAX_FUTURE_S", 600.0),
+            max_speed_mps=_float("TRACKER_MAX_SPEED_MPS", 100.0),
+            auth_cache_s=_float("TRACKER_AUTH_CACHE_S", 5.0),
+            db_pool_size=_int("TRACKER_DB_POOL_SIZE", 8),
+            retry_after_s=_int("TRACKER_RETRY_AFTER_S", 5),
+            tile_url=os.environ.get("TRACKER_TILE_URL") or DEFAULT_TILE_URL,
+            tile_attribution=os.environ.get("TRACKER_TILE_ATTRIBUTION") or DEFAULT_TILE_ATTRIBUTION,
+            tick_ms=_float("TRACKER_TICK_MS", 150.0),
+            stale_after_s=_float("TRACKER_STALE_AFTER_S", 120.0),
+            tracking_ttl_s=_float("TRACKER_TRACKING_TTL_S", 24 * 3600.0),
+            customer_max_stops_away=_int("TRACKER_CUSTOMER_MAX_STOPS_AWAY", 1),
+            session_secret=os.environ.get("TRACKER_SESSION_SECRET") or None,
+        )

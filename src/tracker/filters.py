@@ -1,0 +1,129 @@
+"""Named checks that refuse a fix and say why (after Traccar's FilterHandler).
+
+Each filter takes the fix, the previous accepted fix of the same device (or None), the
+current time and the configuration, and returns a reason string or None. Duplicates are
+not a filter: the store's primary key (device, fix time) decides them, so a retried
+request is reported as duplicates rather than rejects.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from tracker.model import Fix, Reject
+
+_EARTH_RADIUS_M = 6_371_008.8
+
+
+@dataclass(frozen=True, slots=True)
+class FilterConfig:
+    """Limits; a None disables its filter."""
+
+    max_future_s: float = 600.0
+    max_speed_mps: float | None = 100.0
+    max_accuracy_m: float | None = None
+
+
+Filter = Callable[[Fix, Fix | None, datetime, FilterConfig], str | None]
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * _EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def invalid(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str | None:
+    """Coordinates or optional numbers that are NaN or infinite."""
+    for name in ("lat", "lon", "speed", "course", "accuracy", "altitude"):
+        value = getattr(fix, name)
+        if value is not None and not math.isfinite(value):
+            return f"{name}: must be a finite number"
+    return None
+
+
+def out_of_range(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str | None:
+    """Latitude beyond ±90, longitude beyond ±180, negative speed or accuracy."""
+    if not -90.0 <= fix.lat <= 90.0:
+        return "lat: must be between -90 and 90"
+    if not -180.0 <= fix.lon <= 180.0:
+        return "lon: must be between -180 and 180"
+    if fix.speed is not None and fix.speed < 0:
+        return "speed: must not be negative"
+    if fix.accuracy is not None and fix.accuracy < 0:
+        return "accuracy: must not be negative"
+    return None
+
+
+def future(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str | None:
+    """A fix time too far ahead of the server's clock."""
+    ahead = (fix.time - now).total_seconds()
+    if ahead > cfg.max_future_s:
+        return f"time: {ahead:.0f} s in the future (limit {cfg.max_future_s:.0f} s)"
+    return None
+
+
+def poor_accuracy(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str | None:
+    """A fix whose reported accuracy is worse than allowed."""
+    limit = cfg.max_accuracy_m
+    if limit is not None and fix.accuracy is not None and fix.accuracy > limit:
+        return f"accuracy: {fix.accuracy:.0f} m is worse than {limit:.0f} m"
+    return None
+
+
+def implausible_jump(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str | None:
+    """Moving faster than any vehicle could since the previous fix."""
+    limit = cfg.max_speed_mps
+    if limit is None or prev is None:
+        return None
+    dt = abs((fix.time - prev.time).total_seconds())
+    if dt == 0:
+        return None
+    speed = haversine_m(prev.lat, prev.lon, fix.lat, fix.lon) / dt
+    if speed > limit:
+        return f"implausible jump: {speed:.0f} m/s since the previous fix (limit {limit:.0f})"
+    return None
+
+
+FILTERS: tuple[tuple[str, Filter], ...] = (
+    ("invalid", invalid),
+    ("out_of_range", out_of_range),
+    ("future", future),
+    ("poor_accuracy", poor_accuracy),
+    ("implausible_jump", implausible_jump),
+)
+
+
+def screen(
+    fixes: Iterable[tuple[int, Fix]],
+    last: Fix | None,
+    now: datetime,
+    cfg: FilterConfig,
+) -> tuple[list[tuple[int, Fix]], list[Reject]]:
+    """Run every filter over a device's fixes (with their request indexes) in time order.
+
+    `last` is the device's latest known fix; each accepted fix becomes the reference for
+    the jump check of the next, so one bad point does not poison the rest.
+    """
+    accepted: list[tuple[int, Fix]] = []
+    rejects: list[Reject] = []
+    prev = last
+    for index, fix in sorted(fixes, key=lambda item: item[1].time):
+        reason = None
+        for _name, check in FILTERS:
+            reason = check(fix, prev if prev is None or fix.time >= prev.time else None, now, cfg)
+            if reason is not None:
+                break
+        if reason is None:
+            accepted.append((index, fix))
+            if prev is None or fix.time >= prev.time:
+                prev = fix
+        else:
+            rejects.append(Reject(index, reason))
+    accepted.sort(key=lambda item: item[0])
+    return accepted, rejects

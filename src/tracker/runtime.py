@@ -1,0 +1,83 @@
+"""The parts of one running server instance, built by the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from tracker.auth import Authenticator
+from tracker.bus import LocalBus, make_bus
+from tracker.config import Settings
+from tracker.filters import FilterConfig
+from tracker.service import IngestService
+from tracker.store.db import DB_ERRORS, create_pool
+from tracker.store.writer import PositionWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Pool, writer, bus, services: everything a request handler may use."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    writer: PositionWriter
+    bus: LocalBus
+    auth: Authenticator
+    ingest: IngestService
+    extras: dict[str, Any] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        """Connect (lazily: the server starts even while PostgreSQL is down) and start loops."""
+        pool = await create_pool(settings.database_url, settings.db_pool_size)
+        writer = PositionWriter(pool, settings.commit_interval_ms, settings.commit_max_rows)
+        writer.start()
+        bus = make_bus(settings.redis_url)
+        await bus.start()
+        cfg = FilterConfig(max_future_s=settings.max_future_s, max_speed_mps=settings.max_speed_mps)
+        rt = cls(
+            settings=settings,
+            pool=pool,
+            writer=writer,
+            bus=bus,
+            auth=Authenticator(pool, settings.admin_token, settings.auth_cache_s),
+            ingest=IngestService(writer, bus, cfg),
+        )
+        rt.spawn(rt._partitions_ahead(), "partitions-ahead")
+        return rt
+
+    def spawn(self, coro: Any, name: str) -> None:
+        """Run a background loop that stops with the instance."""
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def stop(self) -> None:
+        """Graceful shutdown: flush pending writes first, then stop loops and disconnect."""
+        await self.writer.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.bus.close()
+        await self.pool.close()
+
+    async def _partitions_ahead(self) -> None:
+        # Create next months' partitions long before the first ping needs them.
+        while True:
+            try:
+                now = datetime.now(UTC)
+                for days in (0, 32, 64):
+                    await self.pool.execute(
+                        "SELECT tracker_ensure_partition($1)", now + timedelta(days=days)
+                    )
+            except DB_ERRORS as exc:
+                log.warning("could not create partitions ahead: %s", exc)
+            except asyncpg.PostgresError as exc:
+                log.warning("could not create partitions ahead: %s", exc)
+            await asyncio.sleep(3600)

@@ -1,0 +1,111 @@
+"""Drives the core for each request: decode → filter → store (group commit) → publish → ack."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tracker import filters
+from tracker.bus import Bus
+from tracker.model import Fix, Reject
+from tracker.protocols.base import Decoded
+from tracker.store.devices import Device
+from tracker.store.writer import PositionRow, PositionWriter
+
+log = logging.getLogger(__name__)
+
+POSITIONS_CHANNEL = "positions"
+
+# Called after a device's fixes committed, with the newly stored ones in time order.
+AfterCommit = Callable[[Device, list[Fix]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What the client is told: counts, and each rejected ping with its reason."""
+
+    stored: int = 0
+    duplicates: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The 202 body of the native API."""
+        return {
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "rejected": len(self.rejects),
+            "rejects": [{"index": r.index, "reason": r.reason} for r in self.rejects],
+        }
+
+
+def position_message(device: Device, fix: Fix) -> dict[str, Any]:
+    """The bus message for a device's new last position."""
+    return {
+        "type": "position",
+        "device": device.unique_id,
+        "name": device.name,
+        "time": fix.time.isoformat(),
+        "lat": fix.lat,
+        "lon": fix.lon,
+        "speed": fix.speed,
+        "course": fix.course,
+        "accuracy": fix.accuracy,
+    }
+
+
+class IngestService:
+    """Stores a device's decoded pings and publishes the ones that moved it forward."""
+
+    def __init__(self, writer: PositionWriter, bus: Bus, cfg: filters.FilterConfig) -> None:
+        self._writer = writer
+        self._bus = bus
+        self._cfg = cfg
+        # Latest accepted fix per device seen by this instance: the jump filter's reference.
+        self._last: dict[int, Fix] = {}
+        self.after_commit: list[AfterCommit] = []
+
+    async def ingest(self, device: Device, decoded: Decoded, now: datetime) -> IngestResult:
+        """Filter, store and publish; returns after the commit. Raises StoreUnavailable."""
+        fixes = [(i, dataclasses.replace(f, device_id=device.id)) for i, f in decoded.fixes]
+        accepted, rejects = filters.screen(fixes, self._last.get(device.id), now, self._cfg)
+        result = IngestResult(rejects=sorted(decoded.rejects + rejects, key=lambda r: r.index))
+        if not accepted:
+            return result
+        rows: list[PositionRow] = [
+            (
+                device.id,
+                f.time,
+                now,
+                f.lon,
+                f.lat,
+                f.speed,
+                f.course,
+                f.accuracy,
+                f.altitude,
+                f.attributes,
+            )
+            for _, f in accepted
+        ]
+        written = await self._writer.write(rows)
+        stored = [f for (_, f), ok in zip(accepted, written.stored, strict=True) if ok]
+        result.stored = len(stored)
+        result.duplicates = len(accepted) - len(stored)
+        newest = [f for (_, f), moved in zip(accepted, written.advanced, strict=True) if moved]
+        if newest:
+            last = newest[-1]
+            self._last[device.id] = last
+            await self._bus.publish(POSITIONS_CHANNEL, position_message(device, last))
+        if stored:
+            stored.sort(key=lambda f: f.time)
+            for hook in self.after_commit:
+                try:
+                    await hook(device, stored)
+                except Exception:
+                    # The pings are committed; a failing follow-up must not turn the ack
+                    # into an error that makes the phone resend them.
+                    log.exception("after-commit hook failed for device %s", device.unique_id)
+        return result

@@ -1,0 +1,1 @@
+"""PostgreSQL/PostGIS edge: the only package that talks SQL."""

@@ -1,0 +1,246 @@
+"""Group commit of positions: many requests share one COPY and one commit.
+
+A request hands its rows to `PositionWriter.write` and awaits the result; the writer
+gathers rows for a couple of milliseconds (or until a row limit), COPYs them into a
+staging table, moves them into `positions` skipping duplicates, advances each device's
+`last_positions` only forward in time, commits, and only then resolves every waiting
+request. A failed commit fails every request of its batch, so nothing unacknowledged is
+reported as stored and nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from tracker.store.db import DB_ERRORS
+
+log = logging.getLogger(__name__)
+
+# (device_id, fix_time, received_at, lon, lat, speed, course, accuracy, altitude, attributes)
+PositionRow = tuple[
+    int,
+    datetime,
+    datetime,
+    float,
+    float,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    dict[str, object],
+]
+
+_STAGE_COLUMNS = (
+    "seq",
+    "device_id",
+    "fix_time",
+    "received_at",
+    "lon",
+    "lat",
+    "speed",
+    "course",
+    "accuracy",
+    "altitude",
+    "attributes",
+)
+
+_MOVE = """
+INSERT INTO positions (device_id, fix_time, received_at, geog, speed, course, accuracy,
+                       altitude, attributes)
+SELECT DISTINCT ON (device_id, fix_time)
+       device_id, fix_time, received_at,
+       ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography,
+       speed, course, accuracy, altitude, attributes
+FROM ingest_stage
+ORDER BY device_id, fix_time, seq
+ON CONFLICT DO NOTHING
+RETURNING device_id, fix_time
+"""
+
+# Only a newer fix replaces the last position: a late ping from a phone that was offline
+# goes into history but never moves the live position backwards.
+_ADVANCE_LAST = """
+INSERT INTO last_positions (device_id, fix_time, received_at, geog, speed, course, accuracy,
+                            altitude, attributes)
+SELECT DISTINCT ON (device_id)
+       device_id, fix_time, received_at,
+       ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography,
+       speed, course, accuracy, altitude, attributes
+FROM ingest_stage
+ORDER BY device_id, fix_time DESC, seq
+ON CONFLICT (device_id) DO UPDATE SET
+    fix_time = EXCLUDED.fix_time, received_at = EXCLUDED.received_at, geog = EXCLUDED.geog,
+    speed = EXCLUDED.speed, course = EXCLUDED.course, accuracy = EXCLUDED.accuracy,
+    altitude = EXCLUDED.altitude, attributes = EXCLUDED.attributes
+WHERE last_positions.fix_time < EXCLUDED.fix_time
+RETURNING device_id, fix_time
+"""
+
+
+class StoreUnavailable(Exception):
+    """The database could not commit the rows; the client should retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Per row of one `write` call: whether it was newly stored (False = duplicate), and
+    whether it became its device's last position."""
+
+    stored: list[bool]
+    advanced: list[bool]
+
+
+@dataclass(slots=True)
+class _Pending:
+    rows: list[PositionRow]
+    future: asyncio.Future[WriteResult]
+
+
+class PositionWriter:
+    """Batches rows from concurrent requests into group commits."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        interval_ms: float = 2.0,
+        max_rows: int = 5000,
+        max_inflight: int = 2,
+    ) -> None:
+        self._pool = pool
+        self._interval = interval_ms / 1000.0
+        self._max_rows = max_rows
+        self._pending: deque[_Pending] = deque()
+        self._pending_rows = 0
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._known_months: set[tuple[int, int]] = set()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the batching loop on the running event loop."""
+        self._task = asyncio.create_task(self._run(), name="position-writer")
+
+    async def close(self) -> None:
+        """Stop taking rows, flush everything pending, wait for in-flight commits."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def write(self, rows: list[PositionRow]) -> WriteResult:
+        """Store `rows`; returns once they are committed. Raises StoreUnavailable."""
+        if self._closing:
+            raise StoreUnavailable("server is shutting down")
+        if not rows:
+            return WriteResult([], [])
+        future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(rows, future))
+        self._pending_rows += len(rows)
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self._pending:
+                if self._closing:
+                    return
+                continue
+            if self._pending_rows < self._max_rows and not self._closing:
+                # Let concurrent requests join this batch: the heart of group commit.
+                await asyncio.sleep(self._interval)
+            await self._slots.acquire()
+            batch = self._take()
+            task = asyncio.create_task(self._flush(batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            if self._pending:
+                self._wakeup.set()
+
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        count = 0
+        while self._pending and (
+            count == 0 or count + len(self._pending[0].rows) <= self._max_rows
+        ):
+            item = self._pending.popleft()
+            count += len(item.rows)
+            batch.append(item)
+        self._pending_rows -= count
+        return batch
+
+    async def _flush(self, batch: list[_Pending]) -> None:
+        try:
+            for attempt in range(3):
+                try:
+                    results = await self._commit(batch)
+                    break
+                except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                    # Two instances advancing the same devices' last positions; retry.
+                    if attempt == 2:
+                        raise
+            for item, result in zip(batch, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+        except Exception as exc:
+            if not isinstance(exc, DB_ERRORS):
+                log.exception("position batch failed")
+            error = StoreUnavailable(f"database unavailable: {type(exc).__name__}")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+        finally:
+            self._slots.release()
+
+    async def _commit(self, batch: list[_Pending]) -> list[WriteResult]:
+        records = []
+        seq = 0
+        months: set[tuple[int, int]] = set()
+        for item in batch:
+            for row in item.rows:
+                records.append((seq, *row))
+                seq += 1
+                fix_time = row[1]
+                months.add((fix_time.year, fix_time.month))
+        async with self._pool.acquire() as conn:
+            for year, month in months - self._known_months:
+                await conn.execute(
+                    "SELECT tracker_ensure_partition($1)", datetime(year, month, 1, tzinfo=UTC)
+                )
+                self._known_months.add((year, month))
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    "ingest_stage", records=records, columns=_STAGE_COLUMNS
+                )
+                inserted = {(r[0], r[1]) for r in await conn.fetch(_MOVE)}
+                advanced = {(r[0], r[1]) for r in await conn.fetch(_ADVANCE_LAST)}
+        results: list[WriteResult] = []
+        for item in batch:
+            stored: list[bool] = []
+            moved: list[bool] = []
+            for row in item.rows:
+                key = (row[0], row[1])
+                # The first occurrence of a key in the batch is the one that was stored.
+                if key in inserted:
+                    inserted.discard(key)
+                    stored.append(True)
+                else:
+                    stored.append(False)
+                if key in advanced:
+                    advanced.discard(key)
+                    moved.append(True)
+                else:
+                    moved.append(False)
+            results.append(WriteResult(stored, moved))
+        return results

@@ -1,0 +1,195 @@
+"""Shared fixtures: a fresh PostGIS database, real in-process servers, devices.
+
+Integration tests talk to the real PostgreSQL/PostGIS at TEST_DATABASE_URL (default: the
+local server, database `tracker_test`, recreated per session) and, where they need it, the
+real Redis at TEST_REDIS_URL. Servers are real uvicorn instances on free ports, so HTTP and
+WebSocket traffic goes over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+
+from tracker.app import create_app
+from tracker.config import Settings
+from tracker.runtime import Runtime
+from tracker.store.migrations import migrate
+
+TEST_DATABASE_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/tracker_test"
+)
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ADMIN_TOKEN = "test-admin-token"
+DATA = Path(__file__).parent / "data"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _recreate_database(url: str) -> None:
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> str:
+    """A freshly created and migrated database for this test session."""
+    await _recreate_database(TEST_DATABASE_URL)
+    await migrate(TEST_DATABASE_URL)
+    return TEST_DATABASE_URL
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A plain pool on the test database, for assertions on what was stored."""
+    from tracker.store.db import create_pool
+
+    pool = await create_pool(database_url, 4)
+    yield pool
+    await pool.close()
+
+
+@dataclass
+class Server:
+    """A running in-process server."""
+
+    base_url: str
+    port: int
+    settings: Settings
+    uvicorn: uvicorn.Server
+    task: asyncio.Task[None]
+
+    @property
+    def runtime(self) -> Runtime:
+        rt: Runtime = self.uvicorn.config.loaded_app.app.state.runtime  # type: ignore[union-attr]
+        return rt
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://")
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=30.0, **kwargs)
+
+    def admin(self) -> httpx.AsyncClient:
+        return self.client(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+    async def stop(self) -> None:
+        self.uvicorn.should_exit = True
+        await self.task
+
+
+async def start_server(database_url: str, **overrides: Any) -> Server:
+    """Start a real uvicorn server on a free port with test settings plus `overrides`."""
+    settings = dataclasses.replace(
+        Settings(database_url=database_url, admin_token=ADMIN_TOKEN, auth_cache_s=0.0),
+        **overrides,
+    )
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ws_ping_interval=5.0,
+        ws_ping_timeout=5.0,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    else:
+        raise RuntimeError("server did not start")
+    return Server(f"http://127.0.0.1:{port}", port, settings, server, task)
+
+
+ServerFactory = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+async def server_factory(database_url: str) -> AsyncIterator[ServerFactory]:
+    """Start servers with custom settings; all are stopped after the test."""
+    started: list[Server] = []
+
+    async def factory(**overrides: Any) -> Server:
+        srv = await start_server(database_url, **overrides)
+        started.append(srv)
+        return srv
+
+    yield factory
+    for srv in started:
+        with contextlib.suppress(Exception):
+            await srv.stop()
+
+
+@pytest.fixture(scope="session")
+async def server(database_url: str) -> AsyncIterator[Server]:
+    """One shared server with default test settings (local bus)."""
+    srv = await start_server(database_url)
+    yield srv
+    await srv.stop()
+
+
+@dataclass(frozen=True)
+class DeviceCreds:
+    """A registered device: its public id and its token."""
+
+    unique_id: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+
+
+async def add_device(
+    srv: Server, name: str = "Test van", unique_id: str | None = None
+) -> DeviceCreds:
+    """Register a device through the admin API."""
+    uid = unique_id or f"dev-{uuid.uuid4().hex[:10]}"
+    async with srv.admin() as client:
+        r = await client.post("/api/v1/devices", json={"name": name, "unique_id": uid})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    return DeviceCreds(body["id"], body["token"])
+
+
+@pytest.fixture
+async def device(server: Server) -> DeviceCreds:
+    """A fresh device on the shared server."""
+    return await add_device(server)
