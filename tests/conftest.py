@@ -147,7 +147,7 @@ async def server_factory(database_url: str) -> AsyncIterator[ServerFactory]:
     started: list[Server] = []
 
     async def factory(**overrides: Any) -> Server:
-        srv = await start_server(database_url, **overrides)
+        srv = await start_server(overrides.pop("database_url", database_url), **overrides)
         started.append(srv)
         return srv
 
