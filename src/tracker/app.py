@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from tracker import pages
 from tracker.api import devices, ingest
 from tracker.api.guards import runtime
 from tracker.api.responses import ApiError, ORJSONResponse, api_error_handler, error_response
@@ -61,6 +62,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/v1/devices", devices.list_devices, methods=["GET"]),
         Route("/api/v1/devices/{device}", devices.update_device, methods=["PATCH"]),
         Route("/api/v1/devices/{device}/positions", devices.device_positions, methods=["GET"]),
+        *pages.routes(),  # last: it mounts /static
     ]
 
 
