@@ -10,10 +10,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from tracker import pages
-from tracker.api import devices, ingest
+from tracker.api import devices, ingest, live
 from tracker.api.guards import runtime
 from tracker.api.responses import ApiError, ORJSONResponse, api_error_handler, error_response
 from tracker.config import Settings
@@ -62,6 +62,10 @@ def routes() -> list[BaseRoute]:
         Route("/api/v1/devices", devices.list_devices, methods=["GET"]),
         Route("/api/v1/devices/{device}", devices.update_device, methods=["PATCH"]),
         Route("/api/v1/devices/{device}/positions", devices.device_positions, methods=["GET"]),
+        Route("/api/v1/session", live.create_session, methods=["POST"]),
+        Route("/api/v1/session", live.read_session, methods=["GET"]),
+        Route("/api/v1/session", live.delete_session, methods=["DELETE"]),
+        WebSocketRoute("/ws/dispatch", live.dispatch_feed),
         *pages.routes(),  # last: it mounts /static
     ]
 

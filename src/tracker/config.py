@@ -45,6 +45,12 @@ class Settings:
     tracking_ttl_s: float = 24 * 3600.0
     customer_max_stops_away: int = 1
     session_secret: str | None = None
+    # Live fan-out: the Redis pub/sub channel (instances sharing it act as one), how long a
+    # WebSocket write may make no progress before the client is dropped, and how long the
+    # dispatcher's sign-in cookie lives.
+    bus_channel: str = "tracker:bus"
+    ws_stuck_s: float = 10.0
+    session_max_age_s: float = 7 * 24 * 3600.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -70,4 +76,7 @@ class Settings:
             tracking_ttl_s=_float("TRACKER_TRACKING_TTL_S", 24 * 3600.0),
             customer_max_stops_away=_int("TRACKER_CUSTOMER_MAX_STOPS_AWAY", 1),
             session_secret=os.environ.get("TRACKER_SESSION_SECRET") or None,
+            bus_channel=os.environ.get("TRACKER_BUS_CHANNEL") or "tracker:bus",
+            ws_stuck_s=_float("TRACKER_WS_STUCK_S", 10.0),
+            session_max_age_s=_float("TRACKER_SESSION_MAX_AGE_S", 7 * 24 * 3600.0),
         )

@@ -14,6 +14,8 @@ from tracker.auth import Authenticator
 from tracker.bus import LocalBus, make_bus
 from tracker.config import Settings
 from tracker.filters import FilterConfig
+from tracker.hub import Hub
+from tracker.hub_source import load_vehicles
 from tracker.service import IngestService
 from tracker.store.db import DB_ERRORS, create_pool
 from tracker.store.writer import PositionWriter
@@ -31,6 +33,7 @@ class Runtime:
     bus: LocalBus
     auth: Authenticator
     ingest: IngestService
+    hub: Hub
     extras: dict[str, Any] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -40,7 +43,10 @@ class Runtime:
         pool = await create_pool(settings.database_url, settings.db_pool_size)
         writer = PositionWriter(pool, settings.commit_interval_ms, settings.commit_max_rows)
         writer.start()
-        bus = make_bus(settings.redis_url)
+        bus = make_bus(settings.redis_url, settings.bus_channel)
+        hub = Hub(lambda: load_vehicles(pool), settings.tick_ms / 1000.0, settings.ws_stuck_s)
+        bus.subscribe(hub.on_bus)
+        bus.on_resumed(hub.on_bus_resumed)
         await bus.start()
         cfg = FilterConfig(max_future_s=settings.max_future_s, max_speed_mps=settings.max_speed_mps)
         rt = cls(
@@ -50,7 +56,9 @@ class Runtime:
             bus=bus,
             auth=Authenticator(pool, settings.admin_token, settings.auth_cache_s),
             ingest=IngestService(writer, bus, cfg),
+            hub=hub,
         )
+        rt.spawn(hub.run(), "hub")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
         return rt
 
@@ -64,6 +72,7 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.hub.close()
         await self.bus.close()
         await self.pool.close()
 
