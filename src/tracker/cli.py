@@ -121,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
 
 
+def _register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tracker import simulate
+
+    simulate.register(sub)
+
+
+EXTRA_COMMANDS.append(_register_simulate)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tracker` console script."""
     logging.basicConfig(
