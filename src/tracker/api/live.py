@@ -72,9 +72,7 @@ async def dispatch_feed(websocket: WebSocket) -> None:
     except ApiError as exc:
         await _deny(websocket, exc.status, exc.code, exc.message)
         return
-    explicit = bearer(websocket.headers.get("authorization")) or websocket.query_params.get(
-        "token"
-    )
+    explicit = bearer(websocket.headers.get("authorization")) or websocket.query_params.get("token")
     if who is None:
         await _deny(websocket, 401, "unauthorized", "dispatcher or admin credentials required")
         return
