@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from tracker import pages
-from tracker.api import devices, ingest, live
+from tracker.api import clients, devices, ingest, live, osmand_listener
 from tracker.api.guards import runtime
 from tracker.api.responses import ApiError, ORJSONResponse, api_error_handler, error_response
 from tracker.config import Settings
@@ -58,6 +58,9 @@ def routes() -> list[BaseRoute]:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/api/v1/positions", ingest.post_positions, methods=["POST"]),
+        Route("/ingest/osmand", clients.osmand_positions, methods=["GET", "POST"]),
+        Route("/ingest/owntracks", clients.owntracks_positions, methods=["POST"]),
+        Route("/ingest/overland", clients.overland_positions, methods=["POST"]),
         Route("/api/v1/devices", devices.create_device, methods=["POST"]),
         Route("/api/v1/devices", devices.list_devices, methods=["GET"]),
         Route("/api/v1/devices/{device}", devices.update_device, methods=["PATCH"]),
@@ -79,7 +82,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         rt = await Runtime.start(settings)
         app.state.runtime = rt
         try:
-            yield
+            async with osmand_listener.serving(rt, app.exception_handlers):
+                yield
         finally:
             await rt.stop()
 

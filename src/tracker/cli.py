@@ -14,8 +14,14 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
+    # The app is built by a factory in each worker, so settings travel in the environment.
+    if args.osmand_port is not None:
+        os.environ["TRACKER_OSMAND_PORT"] = str(args.osmand_port)
+    os.environ.setdefault("TRACKER_OSMAND_HOST", args.host)
     uvicorn.run(
         "tracker.app:app_from_env",
         factory=True,
@@ -93,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--osmand-port",
+        type=int,
+        help="also listen here for Traccar Client/OsmAnd at `/` (Traccar's port: 5055)",
+    )
     serve.set_defaults(func=_serve)
 
     mig = sub.add_parser("migrate", help="create the database if needed and apply migrations")

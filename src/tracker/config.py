@@ -45,6 +45,9 @@ class Settings:
     tracking_ttl_s: float = 24 * 3600.0
     customer_max_stops_away: int = 1
     session_secret: str | None = None
+    # Second listener serving only the OsmAnd protocol at `/` (Traccar's port is 5055).
+    osmand_port: int | None = None
+    osmand_host: str = "127.0.0.1"
     # Live fan-out: the Redis pub/sub channel (instances sharing it act as one), how long a
     # WebSocket write may make no progress before the client is dropped, and how long the
     # dispatcher's sign-in cookie lives.
@@ -76,6 +79,8 @@ class Settings:
             tracking_ttl_s=_float("TRACKER_TRACKING_TTL_S", 24 * 3600.0),
             customer_max_stops_away=_int("TRACKER_CUSTOMER_MAX_STOPS_AWAY", 1),
             session_secret=os.environ.get("TRACKER_SESSION_SECRET") or None,
+            osmand_port=_int("TRACKER_OSMAND_PORT", 0) or None,
+            osmand_host=os.environ.get("TRACKER_OSMAND_HOST") or "127.0.0.1",
             bus_channel=os.environ.get("TRACKER_BUS_CHANNEL") or "tracker:bus",
             ws_stuck_s=_float("TRACKER_WS_STUCK_S", 10.0),
             session_max_age_s=_float("TRACKER_SESSION_MAX_AGE_S", 7 * 24 * 3600.0),
