@@ -30,8 +30,9 @@ from tracker.config import Settings
 from tracker.runtime import Runtime
 from tracker.store.migrations import migrate
 
+# One database per test session (by pid), so concurrent runs never drop each other's.
 TEST_DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/tracker_test"
+    "TEST_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/tracker_test_{os.getpid()}"
 )
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_TOKEN = "test-admin-token"
@@ -47,7 +48,7 @@ def free_port() -> int:
         return port
 
 
-async def _recreate_database(url: str) -> None:
+async def _recreate_database(url: str, create: bool = True) -> None:
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
@@ -56,17 +57,21 @@ async def _recreate_database(url: str) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
         )
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        if create:
+            await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
 
 
 @pytest.fixture(scope="session")
-async def database_url() -> str:
-    """A freshly created and migrated database for this test session."""
+async def database_url() -> AsyncIterator[str]:
+    """A freshly created and migrated database for this test session, dropped after it."""
     await _recreate_database(TEST_DATABASE_URL)
     await migrate(TEST_DATABASE_URL)
-    return TEST_DATABASE_URL
+    yield TEST_DATABASE_URL
+    if "TEST_DATABASE_URL" not in os.environ:
+        with contextlib.suppress(Exception):
+            await _recreate_database(TEST_DATABASE_URL, create=False)
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,10 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 def invalid(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str | None:
     """Coordinates or optional numbers that are NaN or infinite."""
+    if math.isfinite(fix.lat) and math.isfinite(fix.lon):
+        optional = (fix.speed, fix.course, fix.accuracy, fix.altitude)
+        if all(v is None or math.isfinite(v) for v in optional):
+            return None
     for name in ("lat", "lon", "speed", "course", "accuracy", "altitude"):
         value = getattr(fix, name)
         if value is not None and not math.isfinite(value):
@@ -114,14 +118,17 @@ def screen(
     rejects: list[Reject] = []
     prev = last
     for index, fix in sorted(fixes, key=lambda item: item[1].time):
+        # A late fix (older than the reference) is history, not a jump from it.
+        newer = prev is None or fix.time >= prev.time
+        reference = prev if newer else None
         reason = None
         for _name, check in FILTERS:
-            reason = check(fix, prev if prev is None or fix.time >= prev.time else None, now, cfg)
+            reason = check(fix, reference, now, cfg)
             if reason is not None:
                 break
         if reason is None:
             accepted.append((index, fix))
-            if prev is None or fix.time >= prev.time:
+            if newer:
                 prev = fix
         else:
             rejects.append(Reject(index, reason))

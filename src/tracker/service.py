@@ -70,8 +70,11 @@ class IngestService:
 
     async def ingest(self, device: Device, decoded: Decoded, now: datetime) -> IngestResult:
         """Filter, store and publish; returns after the commit. Raises StoreUnavailable."""
-        fixes = [(i, dataclasses.replace(f, device_id=device.id)) for i, f in decoded.fixes]
-        accepted, rejects = filters.screen(fixes, self._last.get(device.id), now, self._cfg)
+        # Decoded fixes carry device_id 0: the rows get the device's id below, and only the
+        # fixes handed on to hooks are copied with it (a copy per ping costs ~6 µs).
+        accepted, rejects = filters.screen(
+            decoded.fixes, self._last.get(device.id), now, self._cfg
+        )
         result = IngestResult(rejects=sorted(decoded.rejects + rejects, key=lambda r: r.index))
         if not accepted:
             return result
@@ -91,16 +94,22 @@ class IngestService:
             for _, f in accepted
         ]
         written = await self._writer.write(rows)
-        stored = [f for (_, f), ok in zip(accepted, written.stored, strict=True) if ok]
-        result.stored = len(stored)
-        result.duplicates = len(accepted) - len(stored)
+        result.stored = sum(written.stored)
+        result.duplicates = len(accepted) - result.stored
         newest = [f for (_, f), moved in zip(accepted, written.advanced, strict=True) if moved]
         if newest:
             last = newest[-1]
             self._last[device.id] = last
             await self._bus.publish(POSITIONS_CHANNEL, position_message(device, last))
-        if stored:
-            stored.sort(key=lambda f: f.time)
+        if result.stored and self.after_commit:
+            stored = sorted(
+                (
+                    dataclasses.replace(f, device_id=device.id)
+                    for (_, f), ok in zip(accepted, written.stored, strict=True)
+                    if ok
+                ),
+                key=lambda f: f.time,
+            )
             for hook in self.after_commit:
                 try:
                     await hook(device, stored)

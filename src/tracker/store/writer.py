@@ -50,36 +50,41 @@ _STAGE_COLUMNS = (
     "attributes",
 )
 
-_MOVE = """
-INSERT INTO positions (device_id, fix_time, received_at, geog, speed, course, accuracy,
-                       altitude, attributes)
-SELECT DISTINCT ON (device_id, fix_time)
-       device_id, fix_time, received_at,
-       ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography,
-       speed, course, accuracy, altitude, attributes
-FROM ingest_stage
-ORDER BY device_id, fix_time, seq
-ON CONFLICT DO NOTHING
-RETURNING device_id, fix_time
-"""
-
-# Only a newer fix replaces the last position: a late ping from a phone that was offline
-# goes into history but never moves the live position backwards.
-_ADVANCE_LAST = """
-INSERT INTO last_positions (device_id, fix_time, received_at, geog, speed, course, accuracy,
-                            altitude, attributes)
-SELECT DISTINCT ON (device_id)
-       device_id, fix_time, received_at,
-       ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography,
-       speed, course, accuracy, altitude, attributes
-FROM ingest_stage
-ORDER BY device_id, fix_time DESC, seq
-ON CONFLICT (device_id) DO UPDATE SET
-    fix_time = EXCLUDED.fix_time, received_at = EXCLUDED.received_at, geog = EXCLUDED.geog,
-    speed = EXCLUDED.speed, course = EXCLUDED.course, accuracy = EXCLUDED.accuracy,
-    altitude = EXCLUDED.altitude, attributes = EXCLUDED.attributes
-WHERE last_positions.fix_time < EXCLUDED.fix_time
-RETURNING device_id, fix_time
+# One round trip: move staged rows into `positions` skipping duplicates, and advance each
+# device's last position. Only a newer fix replaces the last position: a late ping from a
+# phone that was offline goes into history but never moves the live position backwards.
+_MOVE_AND_ADVANCE = """
+WITH moved AS (
+    INSERT INTO positions (device_id, fix_time, received_at, geog, speed, course, accuracy,
+                           altitude, attributes)
+    SELECT DISTINCT ON (device_id, fix_time)
+           device_id, fix_time, received_at,
+           ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography,
+           speed, course, accuracy, altitude, attributes
+    FROM ingest_stage
+    ORDER BY device_id, fix_time, seq
+    ON CONFLICT DO NOTHING
+    RETURNING device_id, fix_time
+), advanced AS (
+    INSERT INTO last_positions (device_id, fix_time, received_at, geog, speed, course,
+                                accuracy, altitude, attributes)
+    SELECT DISTINCT ON (device_id)
+           device_id, fix_time, received_at,
+           ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography,
+           speed, course, accuracy, altitude, attributes
+    FROM ingest_stage
+    ORDER BY device_id, fix_time DESC, seq
+    ON CONFLICT (device_id) DO UPDATE SET
+        fix_time = EXCLUDED.fix_time, received_at = EXCLUDED.received_at,
+        geog = EXCLUDED.geog, speed = EXCLUDED.speed, course = EXCLUDED.course,
+        accuracy = EXCLUDED.accuracy, altitude = EXCLUDED.altitude,
+        attributes = EXCLUDED.attributes
+    WHERE last_positions.fix_time < EXCLUDED.fix_time
+    RETURNING device_id, fix_time
+)
+SELECT true AS stored, device_id, fix_time FROM moved
+UNION ALL
+SELECT false, device_id, fix_time FROM advanced
 """
 
 
@@ -223,8 +228,10 @@ class PositionWriter:
                 await conn.copy_records_to_table(
                     "ingest_stage", records=records, columns=_STAGE_COLUMNS
                 )
-                inserted = {(r[0], r[1]) for r in await conn.fetch(_MOVE)}
-                advanced = {(r[0], r[1]) for r in await conn.fetch(_ADVANCE_LAST)}
+                inserted: set[tuple[int, datetime]] = set()
+                advanced: set[tuple[int, datetime]] = set()
+                for stored_row, dev, fix_time in await conn.fetch(_MOVE_AND_ADVANCE):
+                    (inserted if stored_row else advanced).add((dev, fix_time))
         results: list[WriteResult] = []
         for item in batch:
             stored: list[bool] = []

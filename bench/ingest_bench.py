@@ -1,0 +1,310 @@
+"""Ingest benchmark: drives a real `tracker serve` process from separate processes.
+
+Prints, on this machine:
+  1. single-ping requests acknowledged per second with p50/p99 latency at 64 concurrent
+     clients (wrk with a Lua script; each request a fresh ping of its own device),
+  2. pings per second in batches of 500 (several client processes),
+  3. the raw PostGIS COPY rate of the same rows, for the gap to the limit.
+
+Usage: .venv/bin/python bench/ingest_bench.py [--workers 2] [--seconds 15]
+Needs wrk (Debian package `wrk`) for part 1. Uses its own database `tracker_bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+import shapely
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DB = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/tracker_bench")
+ADMIN = "bench-admin-token"
+
+WRK_SCRIPT = r"""
+local tokens = {}
+local counter = 0
+local thread_id = 0
+local n_threads = 0
+function setup(thread)
+  thread_id = thread_id + 1
+  thread:set("tid", thread_id)
+end
+function init(args)
+  for token in string.gmatch(args[1], "[^,]+") do table.insert(tokens, token) end
+  counter = 0
+end
+-- Each connection-slot uses its own device; times step back 1 ms per request so every
+-- ping is new (no duplicates) and lies in the past.
+function request()
+  counter = counter + 1
+  local token = tokens[(counter % #tokens) + 1]
+  local t = BASE_MS - (tid * 100000000) - counter
+  local body = string.format('{"time":%d,"lat":%.6f,"lon":%.6f,"speed":12.5,"course":90}',
+    t, 48.1 + counter / 10000000, 11.5)
+  return wrk.format("POST", "/api/v1/positions",
+    {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}, body)
+end
+function response(status, headers, body)
+  if status ~= 202 then
+    errors = (errors or 0) + 1
+  end
+end
+done = function(summary, latency, requests)
+  local out = io.open(OUT_FILE, "w")
+  out:write(string.format('{"requests": %d, "seconds": %f, "p50_us": %d, "p99_us": %d, ' ..
+    '"mean_us": %f, "errors_status": %d, "errors_io": %d}',
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
+    latency.mean, summary.errors.status, summary.errors.connect + summary.errors.read +
+    summary.errors.write + summary.errors.timeout))
+  out:close()
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def fresh_database() -> None:
+    admin = await asyncpg.connect(BENCH_DB.rsplit("/", 1)[0] + "/postgres")
+    name = BENCH_DB.rsplit("/", 1)[1]
+    await admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+    )
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+
+
+def start_server(workers: int, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": BENCH_DB,
+        "TRACKER_ADMIN_TOKEN": ADMIN,
+        "TRACKER_AUTH_CACHE_S": "30",
+    }
+    env.pop("REDIS_URL", None)
+    tracker = str(ROOT / ".venv" / "bin" / "tracker")
+    subprocess.run([tracker, "migrate"], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [tracker, "serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
+        env=env,
+    )
+    for _ in range(200):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+def add_devices(port: int, n: int, prefix: str) -> list[str]:
+    tokens = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        for i in range(n):
+            r = client.post(
+                "/api/v1/devices",
+                json={"name": f"{prefix} {i}", "unique_id": f"{prefix}-{i}"},
+                headers={"Authorization": f"Bearer {ADMIN}"},
+            )
+            r.raise_for_status()
+            tokens.append(r.json()["token"])
+    return tokens
+
+
+def bench_single(port: int, tokens: list[str], seconds: int, connections: int) -> dict[str, float]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        base_ms = int((datetime.now(UTC) - timedelta(minutes=1)).timestamp() * 1000)
+        script = Path(tmp) / "ping.lua"
+        script.write_text(
+            f'BASE_MS = {base_ms}\nOUT_FILE = "{out}"\n' + WRK_SCRIPT
+        )
+        subprocess.run(
+            [
+                "wrk",
+                "-t2",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                str(script),
+                f"http://127.0.0.1:{port}",
+                "--",
+                ",".join(tokens),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        result: dict[str, float] = json.loads(out.read_text())
+    return result
+
+
+def _batch_client(args: tuple[int, str, int, float, int]) -> tuple[int, list[float]]:
+    port, token, batch, seconds, seed = args
+    rnd = random.Random(seed)
+    base = datetime.now(UTC) - timedelta(days=1, seconds=seed * 10_000_000)
+    sent = 0
+    latencies = []
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        n = 0
+        while time.monotonic() < deadline:
+            pings = []
+            for _ in range(batch):
+                n += 1
+                t = base - timedelta(milliseconds=n)
+                pings.append(
+                    {
+                        "time": int(t.timestamp() * 1000),
+                        # ~11 m/s along a line: plausible for the jump filter.
+                        "lat": 48.1 + n * 1e-7,
+                        "lon": 11.5 + rnd.random() * 1e-7,
+                        "speed": 10.0,
+                    }
+                )
+            body = json.dumps({"positions": pings})
+            t0 = time.perf_counter()
+            r = client.post(
+                "/api/v1/positions",
+                content=body,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+            latencies.append(time.perf_counter() - t0)
+            if r.status_code != 202 or r.json()["stored"] != batch:
+                raise SystemExit(f"batch failed: {r.status_code} {r.text[:200]}")
+            sent += batch
+    return sent, latencies
+
+
+def bench_batches(port: int, tokens: list[str], seconds: int, clients: int, batch: int) -> dict[str, float]:
+    with multiprocessing.Pool(clients) as pool:
+        t0 = time.monotonic()
+        results = pool.map(
+            _batch_client, [(port, tokens[i], batch, seconds, i + 1) for i in range(clients)]
+        )
+        elapsed = time.monotonic() - t0
+    total = sum(s for s, _ in results)
+    lat = sorted(x for _, ls in results for x in ls)
+    return {
+        "pings": total,
+        "seconds": elapsed,
+        "rate": total / elapsed,
+        "p50_ms": statistics.median(lat) * 1000,
+        "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000,
+    }
+
+
+async def bench_raw_copy(rows: int) -> dict[str, float]:
+    from tracker.store.db import create_pool
+
+    pool = await create_pool(BENCH_DB, 2)
+    device_id = await pool.fetchval("SELECT min(id) FROM devices")
+    base = datetime.now(UTC) - timedelta(days=3)
+    now = datetime.now(UTC)
+    records = [
+        (
+            device_id,
+            base - timedelta(milliseconds=i),
+            now,
+            shapely.Point(11.5 + (i % 1000) / 1e5, 48.1 + (i % 777) / 1e5),
+            10.0,
+            90.0,
+            None,
+            None,
+            {},
+        )
+        for i in range(rows)
+    ]
+    await pool.execute("SELECT tracker_ensure_partition($1)", base)
+    await pool.execute("SELECT tracker_ensure_partition($1)", base - timedelta(days=1))
+    async with pool.acquire() as conn:
+        t0 = time.perf_counter()
+        chunk = 50_000
+        for i in range(0, rows, chunk):
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    "positions",
+                    records=records[i : i + chunk],
+                    columns=[
+                        "device_id", "fix_time", "received_at", "geog", "speed", "course",
+                        "accuracy", "altitude", "attributes",
+                    ],
+                )
+        elapsed = time.perf_counter() - t0
+    await pool.close()
+    return {"rows": rows, "seconds": elapsed, "rate": rows / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--batch-clients", type=int, default=4)
+    parser.add_argument("--copy-rows", type=int, default=200_000)
+    args = parser.parse_args()
+
+    asyncio.run(fresh_database())
+    port = free_port()
+    server = start_server(args.workers, port)
+    try:
+        single_tokens = add_devices(port, args.connections, "single")
+        batch_tokens = add_devices(port, args.batch_clients, "batch")
+        add_devices(port, 1, "copy")
+        # Warm-up: fills auth caches and connection pools of both workers.
+        bench_single(port, single_tokens, 2, args.connections)
+        single = bench_single(port, single_tokens, args.seconds, args.connections)
+        batches = bench_batches(port, batch_tokens, args.seconds, args.batch_clients, args.batch)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    raw = asyncio.run(bench_raw_copy(args.copy_rows))
+
+    cpu = os.cpu_count()
+    print(f"machine: {cpu} cores; server: tracker serve --workers {args.workers}")
+    print(
+        f"single-ping requests, {args.connections} concurrent clients (wrk): "
+        f"{single['requests'] / single['seconds']:,.0f} acknowledged/s, "
+        f"p50 {single['p50_us'] / 1000:.1f} ms, p99 {single['p99_us'] / 1000:.1f} ms, "
+        f"non-202: {single['errors_status']}, I/O errors: {single['errors_io']}"
+    )
+    print(
+        f"batches of {args.batch}, {args.batch_clients} client processes: "
+        f"{batches['rate']:,.0f} pings/s "
+        f"(request p50 {batches['p50_ms']:.0f} ms, p99 {batches['p99_ms']:.0f} ms)"
+    )
+    print(
+        f"raw COPY into positions (same row shape, one connection): {raw['rate']:,.0f} rows/s"
+    )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
