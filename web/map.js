@@ -172,7 +172,7 @@
 
   LiveMap.prototype.probeSession = function () {
     var self = this;
-    fetch(this.config.probePath, { method: "HEAD", credentials: "same-origin", cache: "no-store" })
+    fetch(this.config.sessionPath, { credentials: "same-origin", cache: "no-store" })
       .then(function (r) {
         if (r.status === 401 || r.status === 403) self.showSignIn("");
         else self.scheduleReconnect();
@@ -401,11 +401,10 @@
       formatSpeed(d.speed) + " · " + formatAge(age) + (stale ? " · stale" : "");
     var next = v.item.querySelector(".v-next");
     var text = nextStopText(d.route);
+    var offRoute = Boolean(d.route && d.route.off_route);
     next.textContent = text || "";
-    next.hidden = !text;
-    if (d.route && d.route.off_route) {
-      next.appendChild(el("span", "v-offroute", " · off route"));
-    }
+    next.hidden = !text && !offRoute;
+    if (offRoute) next.appendChild(el("span", "v-offroute", text ? " · off route" : "off route"));
     if (v.marker.isPopupOpen()) v.marker.setPopupContent(this.popup(v));
   };
 

@@ -131,8 +131,7 @@ def page_config(stale_after_s: float) -> dict[str, Any]:
     return {
         "wsPath": "/ws/dispatch",
         "sessionPath": "/api/v1/session",
-        # Probed only after a refused handshake, to tell "signed out" from "server down".
-        "probePath": "/api/v1/devices",
+        # GET here after a refused handshake tells "signed out" (401) from "server down".
         "staleAfterS": stale_after_s,
     }
 

@@ -87,8 +87,22 @@ class Drive:
         return self.times[-1]
 
     def at(self, t: float) -> Sample:
-        """The latest sample at or before `t` (clamped to the drive)."""
-        return self.samples[max(0, bisect.bisect_right(self.times, t) - 1)]
+        """Where the car was at `t` (clamped to the drive): between two samples, on the
+        straight step joining them, moving as over that step. Interpolating keeps the
+        replayed speed true at any ping rate; the steps are metres long, so a straight
+        line in degrees is exact enough."""
+        i = bisect.bisect_right(self.times, t) - 1
+        if i < 0:
+            return self.samples[0]
+        if i >= len(self.samples) - 1:
+            return self.samples[-1]
+        a, b = self.samples[i], self.samples[i + 1]
+        if t == a.t:
+            return a
+        f = (t - a.t) / (b.t - a.t)
+        return Sample(
+            t, a.lat + (b.lat - a.lat) * f, a.lon + (b.lon - a.lon) * f, b.speed, b.course
+        )
 
     def speed_quantile(self, q: float) -> float:
         """The q-quantile of the sample speeds (a robust 'top speed': GPS glitches excluded)."""

@@ -103,13 +103,29 @@ def test_a_standing_car_keeps_its_last_heading() -> None:
     assert drive.samples[-1].course == drive.samples[2].course
 
 
-def test_at_returns_the_latest_sample_not_after_t() -> None:
+def test_at_interpolates_between_samples_and_clamps() -> None:
     drive = with_motion(straight_line(0.0, 10.0, 1.0, 5))
     assert drive.at(-3.0) is drive.samples[0]
     assert drive.at(0.0) is drive.samples[0]
     assert drive.at(2.0) is drive.samples[2]
-    assert drive.at(2.999) is drive.samples[2]
     assert drive.at(99.0) is drive.samples[-1]
+    mid = drive.at(2.25)
+    assert mid.t == 2.25
+    assert metres(drive.samples[2], mid) == pytest.approx(2.5, abs=1e-3)
+    assert metres(mid, drive.samples[3]) == pytest.approx(7.5, abs=1e-3)
+    assert (mid.speed, mid.course) == (drive.samples[3].speed, drive.samples[3].course)
+
+
+def test_replay_speed_is_true_at_any_ping_rate(munich: Drive) -> None:
+    """Pinging every 0.3 s of drive time, the distance between consecutive positions over
+    that time never exceeds the fastest step of the recording."""
+    top = max(step_speeds(munich))
+    positions = [munich.at(k * 0.3) for k in range(int(munich.duration / 0.3))]
+    implied = [metres(a, b) / 0.3 for a, b in itertools.pairwise(positions)]
+    assert max(implied) <= top * (1 + 1e-4)  # a straight line in degrees is not a geodesic
+    # ...and the replay covers the whole road, corners included (to within 1 %).
+    path = sum(metres(a, b) for a, b in itertools.pairwise(munich.samples))
+    assert sum(implied) * 0.3 == pytest.approx(path, rel=0.01)
 
 
 def test_drive_rejects_unusable_samples() -> None:
@@ -168,10 +184,13 @@ def test_fleet_spreads_drivers_in_time_and_space(munich: Drive) -> None:
 def test_driver_replays_at_the_speed_factor_and_wraps(munich: Drive) -> None:
     driver = fleet(munich, 3)[1]
     period = driver.loop.duration
-    assert driver.sample(10.0, 5.0) is driver.loop.at(driver.phase_s + 50.0)
-    assert driver.sample(period, 1.0) is driver.loop.at(driver.phase_s)
-    wrapped = driver.sample(period - driver.phase_s + 7.0, 1.0)
-    assert wrapped is driver.loop.at(7.0)
+
+    def same(a: Sample, b: Sample) -> bool:
+        return (a.t, a.lat, a.lon) == pytest.approx((b.t, b.lat, b.lon), abs=1e-9)
+
+    assert same(driver.sample(10.0, 5.0), driver.loop.at(driver.phase_s + 50.0))
+    assert same(driver.sample(period, 1.0), driver.loop.at(driver.phase_s))
+    assert same(driver.sample(period - driver.phase_s + 7.5, 1.0), driver.loop.at(7.5))
 
 
 def test_ping_is_a_native_ping_moving_at_the_replay_speed() -> None:
