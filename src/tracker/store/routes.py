@@ -1,0 +1,370 @@
+"""Routes, stops and events in PostgreSQL: every SQL statement the route feature runs.
+
+A route's live progress is stored with it (`routes.route_state`, the stops' status and
+ETA columns), so any server instance can take the next ping of a device and every
+instance serves the same ETAs. Writers serialise per device with `lock_device`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import shapely
+
+from tracker.model import Event, Fix, JsonDict, Route, Stop
+
+ACTIVE = "active"
+COMPLETED = "completed"
+CANCELLED = "cancelled"
+
+# Two-key advisory locks live in their own key space, apart from the single-key locks
+# of migrations and partition creation; this first key names "route progress".
+_LOCK_SPACE = 0x524F5554  # "ROUT"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteHead:
+    """The parts of a route row the ingest hook needs on every batch (not the path)."""
+
+    id: int
+    device_id: int
+    status: str
+    state: JsonDict
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StopValues:
+    """A stop's live columns, as written after each change."""
+
+    stop_id: int
+    status: str
+    reason: str | None
+    arrived_at: datetime | None
+    completed_at: datetime | None
+    eta: datetime | None
+
+
+async def lock_device(conn: asyncpg.Connection, device_id: int) -> None:
+    """Take the device's route-progress lock until the transaction ends (every instance)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1::int, ($2::bigint % 2147483647)::int)",
+        _LOCK_SPACE,
+        device_id,
+    )
+
+
+async def reserve_ids(conn: asyncpg.Connection, stops: int) -> tuple[int, list[int]]:
+    """A new route id and `stops` new stop ids, so a route can be planned before insertion."""
+    route_id: int = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('routes', 'id'))")
+    rows = await conn.fetch(
+        "SELECT nextval(pg_get_serial_sequence('stops', 'id')) AS id "
+        "FROM generate_series(1, $1::int)",
+        stops,
+    )
+    return route_id, [r["id"] for r in rows]
+
+
+async def insert_route(
+    conn: asyncpg.Connection,
+    route: Route,
+    state: JsonDict,
+    etas: dict[int, datetime | None],
+) -> None:
+    """Store a planned route (ids from `reserve_ids`) with its initial state and ETAs."""
+    path = shapely.set_srid(shapely.LineString([(lon, lat) for lat, lon in route.path]), 4326)
+    await conn.execute(
+        "INSERT INTO routes (id, device_id, planned_start, path, straight_line, status, "
+        "route_state) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        route.id,
+        route.device_id,
+        route.planned_start,
+        path,
+        route.straight_line,
+        route.status,
+        state,
+    )
+    stops = sorted(route.stops, key=lambda s: s.seq)
+    await conn.execute(
+        """
+        INSERT INTO stops (id, route_id, seq, location, name, recipient, service_s, radius_m,
+                           planned_arrival, window_start, window_end, status, eta)
+        SELECT s.id, $1, s.seq, ST_SetSRID(ST_MakePoint(s.lon, s.lat), 4326)::geography,
+               s.name, s.recipient, s.service_s, s.radius_m, s.planned_arrival,
+               s.window_start, s.window_end, s.status, s.eta
+        FROM unnest($2::bigint[], $3::int[], $4::float8[], $5::float8[], $6::text[],
+                    $7::text[], $8::float8[], $9::float8[], $10::timestamptz[],
+                    $11::timestamptz[], $12::timestamptz[], $13::text[], $14::timestamptz[])
+             AS s(id, seq, lat, lon, name, recipient, service_s, radius_m, planned_arrival,
+                  window_start, window_end, status, eta)
+        """,
+        route.id,
+        [s.id for s in stops],
+        [s.seq for s in stops],
+        [s.lat for s in stops],
+        [s.lon for s in stops],
+        [s.name for s in stops],
+        [s.recipient for s in stops],
+        [s.service_s for s in stops],
+        [s.radius_m for s in stops],
+        [s.planned_arrival for s in stops],
+        [s.window_start for s in stops],
+        [s.window_end for s in stops],
+        [s.status for s in stops],
+        [etas.get(s.id) for s in stops],
+    )
+
+
+def _head(row: asyncpg.Record) -> RouteHead:
+    return RouteHead(
+        row["id"], row["device_id"], row["status"], row["route_state"], row["created_at"]
+    )
+
+
+async def active_route(conn: asyncpg.Connection, device_id: int) -> RouteHead | None:
+    """The device's newest active route: the one its pings advance."""
+    row = await conn.fetchrow(
+        "SELECT id, device_id, status, route_state, created_at FROM routes "
+        "WHERE device_id = $1 AND status = 'active' ORDER BY id DESC LIMIT 1",
+        device_id,
+    )
+    return _head(row) if row else None
+
+
+async def route_head(conn: asyncpg.Connection, route_id: int) -> RouteHead | None:
+    """A route's owner, status and state, or None."""
+    row = await conn.fetchrow(
+        "SELECT id, device_id, status, route_state, created_at FROM routes WHERE id = $1",
+        route_id,
+    )
+    return _head(row) if row else None
+
+
+async def route_device(pool: asyncpg.Pool, route_id: int) -> int | None:
+    """The internal id of the device a route belongs to (for authorisation)."""
+    device_id: int | None = await pool.fetchval(
+        "SELECT device_id FROM routes WHERE id = $1", route_id
+    )
+    return device_id
+
+
+async def current_route_id(pool: asyncpg.Pool, device_id: int) -> int | None:
+    """Id of the device's newest active route."""
+    route_id: int | None = await pool.fetchval(
+        "SELECT id FROM routes WHERE device_id = $1 AND status = 'active' ORDER BY id DESC LIMIT 1",
+        device_id,
+    )
+    return route_id
+
+
+async def load_route(conn: asyncpg.Connection, route_id: int) -> Route:
+    """The planned route as the core's `Route` (path and stops), for building its plan."""
+    row = await conn.fetchrow(
+        "SELECT id, device_id, planned_start, path, straight_line, status FROM routes "
+        "WHERE id = $1",
+        route_id,
+    )
+    if row is None:
+        raise LookupError(f"no route {route_id}")
+    stop_rows = await conn.fetch(
+        "SELECT id, seq, ST_Y(location::geometry) AS lat, ST_X(location::geometry) AS lon, "
+        "name, recipient, service_s, radius_m, planned_arrival, window_start, window_end, "
+        "status FROM stops WHERE route_id = $1 ORDER BY seq",
+        route_id,
+    )
+    stops = tuple(
+        Stop(
+            id=s["id"],
+            seq=s["seq"],
+            lat=s["lat"],
+            lon=s["lon"],
+            name=s["name"],
+            recipient=s["recipient"],
+            service_s=s["service_s"],
+            radius_m=s["radius_m"],
+            planned_arrival=s["planned_arrival"],
+            window_start=s["window_start"],
+            window_end=s["window_end"],
+            status=s["status"],
+        )
+        for s in stop_rows
+    )
+    path = tuple((float(y), float(x)) for x, y in row["path"].coords)
+    return Route(
+        id=row["id"],
+        device_id=row["device_id"],
+        planned_start=row["planned_start"],
+        stops=stops,
+        path=path,
+        straight_line=row["straight_line"],
+        status=row["status"],
+    )
+
+
+async def positions_after(
+    conn: asyncpg.Connection, device_id: int, after: datetime, limit: int
+) -> list[Fix]:
+    """The device's stored fixes newer than `after`, oldest first.
+
+    The route state is advanced from what is stored, not from what one request carried, so
+    pings committed by another instance (or skipped while this one did not yet know the
+    route) are applied in time order too, with exactly the stored values.
+    """
+    rows = await conn.fetch(
+        "SELECT fix_time, ST_Y(geog::geometry) AS lat, ST_X(geog::geometry) AS lon, "
+        "speed, course, accuracy, altitude FROM positions "
+        "WHERE device_id = $1 AND fix_time > $2 ORDER BY fix_time LIMIT $3",
+        device_id,
+        after,
+        limit,
+    )
+    return [
+        Fix(
+            device_id=device_id,
+            time=r["fix_time"],
+            lat=r["lat"],
+            lon=r["lon"],
+            speed=r["speed"],
+            course=r["course"],
+            accuracy=r["accuracy"],
+            altitude=r["altitude"],
+        )
+        for r in rows
+    ]
+
+
+async def save_state(
+    conn: asyncpg.Connection, route_id: int, state: JsonDict, off_route: bool, status: str
+) -> None:
+    """Write a route's state after fixes or a status change."""
+    await conn.execute(
+        "UPDATE routes SET route_state = $2, off_route = $3, status = $4, updated_at = now() "
+        "WHERE id = $1",
+        route_id,
+        state,
+        off_route,
+        status,
+    )
+
+
+async def save_stops(conn: asyncpg.Connection, route_id: int, stops: Sequence[StopValues]) -> None:
+    """Write the stops' status, times and published ETAs in one statement."""
+    await conn.execute(
+        """
+        UPDATE stops SET status = v.status, reason = v.reason, arrived_at = v.arrived_at,
+                         completed_at = v.completed_at, eta = v.eta
+        FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
+                    $6::timestamptz[], $7::timestamptz[])
+             AS v(id, status, reason, arrived_at, completed_at, eta)
+        WHERE stops.id = v.id AND stops.route_id = $1
+        """,
+        route_id,
+        [s.stop_id for s in stops],
+        [s.status for s in stops],
+        [s.reason for s in stops],
+        [s.arrived_at for s in stops],
+        [s.completed_at for s in stops],
+        [s.eta for s in stops],
+    )
+
+
+async def insert_events(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """Append events to the history."""
+    if not events:
+        return
+    await conn.executemany(
+        "INSERT INTO events (type, time, device_id, route_id, stop_id, data) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        [(e.type, e.time, e.device_id, e.route_id, e.stop_id, e.data) for e in events],
+    )
+
+
+_ROUTE_COLUMNS = """
+SELECT r.id, d.unique_id AS device, r.planned_start, r.status, r.straight_line, r.off_route
+FROM routes r JOIN devices d ON d.id = r.device_id
+"""
+
+_STOP_COLUMNS = """
+SELECT route_id, id, seq, name, recipient, ST_Y(location::geometry) AS lat,
+       ST_X(location::geometry) AS lon, radius_m, service_s, status, eta, arrived_at,
+       completed_at, reason
+FROM stops
+"""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def route_json(route: asyncpg.Record, stops: Sequence[asyncpg.Record]) -> JsonDict:
+    """The public Route JSON (the API reply, the bus message, the snapshot summary)."""
+    stop_list: list[dict[str, Any]] = [
+        {
+            "id": s["id"],
+            "seq": s["seq"],
+            "name": s["name"],
+            "recipient": s["recipient"],
+            "lat": s["lat"],
+            "lon": s["lon"],
+            "radius_m": s["radius_m"],
+            "service_s": s["service_s"],
+            "status": s["status"],
+            "eta": _iso(s["eta"]),
+            "arrived_at": _iso(s["arrived_at"]),
+            "completed_at": _iso(s["completed_at"]),
+            "reason": s["reason"],
+        }
+        for s in stops
+    ]
+    # The stop being served, else the first one still to visit: what a map highlights.
+    next_stop = next((s["id"] for s in stop_list if s["status"] == "arrived"), None)
+    if next_stop is None:
+        next_stop = next((s["id"] for s in stop_list if s["status"] == "pending"), None)
+    return {
+        "id": route["id"],
+        "device": route["device"],
+        "planned_start": route["planned_start"].isoformat(),
+        "status": route["status"],
+        "straight_line": route["straight_line"],
+        "off_route": route["off_route"],
+        "next_stop": next_stop,
+        "stops": stop_list,
+    }
+
+
+async def route_by_id(conn: asyncpg.Connection | asyncpg.Pool, route_id: int) -> JsonDict | None:
+    """Route JSON of one route, or None."""
+    route = await conn.fetchrow(_ROUTE_COLUMNS + " WHERE r.id = $1", route_id)
+    if route is None:
+        return None
+    stops = await conn.fetch(_STOP_COLUMNS + " WHERE route_id = $1 ORDER BY seq", route_id)
+    return route_json(route, stops)
+
+
+async def active_route_summaries(pool: asyncpg.Pool) -> dict[str, JsonDict]:
+    """Route JSON of every device's newest active route, by device unique id.
+
+    For the live map's snapshot: the same values the `routes` bus messages carry, read
+    from the database so a freshly started instance shows every route at once.
+    """
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        routes = await conn.fetch(
+            "SELECT DISTINCT ON (r.device_id) r.id, d.unique_id AS device, r.planned_start, "
+            "r.status, r.straight_line, r.off_route "
+            "FROM routes r JOIN devices d ON d.id = r.device_id "
+            "WHERE r.status = 'active' ORDER BY r.device_id, r.id DESC"
+        )
+        if not routes:
+            return {}
+        stops = await conn.fetch(
+            _STOP_COLUMNS + " WHERE route_id = ANY($1::bigint[]) ORDER BY route_id, seq",
+            [r["id"] for r in routes],
+        )
+    by_route: dict[int, list[asyncpg.Record]] = {}
+    for s in stops:
+        by_route.setdefault(s["route_id"], []).append(s)
+    return {r["device"]: route_json(r, by_route.get(r["id"], [])) for r in routes}
