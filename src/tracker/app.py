@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from tracker import pages
 from tracker.api import clients, devices, ingest, live, osmand_listener
+from tracker.api import routes as route_api
 from tracker.api.guards import runtime
 from tracker.api.responses import ApiError, ORJSONResponse, api_error_handler, error_response
 from tracker.config import Settings
@@ -65,6 +66,15 @@ def routes() -> list[BaseRoute]:
         Route("/api/v1/devices", devices.list_devices, methods=["GET"]),
         Route("/api/v1/devices/{device}", devices.update_device, methods=["PATCH"]),
         Route("/api/v1/devices/{device}/positions", devices.device_positions, methods=["GET"]),
+        Route("/api/v1/routes", route_api.create_route, methods=["POST"]),
+        # Before /{route_id}: "current" is not an id.
+        Route("/api/v1/routes/current", route_api.current_route, methods=["GET"]),
+        Route("/api/v1/routes/{route_id:int}", route_api.get_route, methods=["GET"]),
+        Route(
+            "/api/v1/routes/{route_id:int}/stops/{stop_id:int}",
+            route_api.patch_stop,
+            methods=["PATCH"],
+        ),
         Route("/api/v1/session", live.create_session, methods=["POST"]),
         Route("/api/v1/session", live.read_session, methods=["GET"]),
         Route("/api/v1/session", live.delete_session, methods=["DELETE"]),

@@ -141,6 +141,26 @@ def _register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 EXTRA_COMMANDS.append(_register_simulate)
 
 
+def _register_backtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # The backtest parses its own arguments; everything after `backtest` is handed over.
+    backtest = sub.add_parser(
+        "backtest",
+        help="replay a recorded drive and report ETA accuracy against a naive baseline",
+        add_help=False,
+    )
+    backtest.add_argument("argv", nargs=argparse.REMAINDER)
+    backtest.set_defaults(func=_backtest)
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from tracker import backtest
+
+    return backtest.run_cli(list(args.argv))
+
+
+EXTRA_COMMANDS.append(_register_backtest)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tracker` console script."""
     logging.basicConfig(

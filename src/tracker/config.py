@@ -45,6 +45,9 @@ class Settings:
     tracking_ttl_s: float = 24 * 3600.0
     customer_max_stops_away: int = 1
     session_secret: str | None = None
+    # How long an instance trusts "this device has no active route" (a route created on
+    # another instance is picked up within this time; its pings are applied then).
+    route_cache_s: float = 5.0
     # Second listener serving only the OsmAnd protocol at `/` (Traccar's port is 5055).
     osmand_port: int | None = None
     osmand_host: str = "127.0.0.1"
@@ -79,6 +82,7 @@ class Settings:
             tracking_ttl_s=_float("TRACKER_TRACKING_TTL_S", 24 * 3600.0),
             customer_max_stops_away=_int("TRACKER_CUSTOMER_MAX_STOPS_AWAY", 1),
             session_secret=os.environ.get("TRACKER_SESSION_SECRET") or None,
+            route_cache_s=_float("TRACKER_ROUTE_CACHE_S", 5.0),
             osmand_port=_int("TRACKER_OSMAND_PORT", 0) or None,
             osmand_host=os.environ.get("TRACKER_OSMAND_HOST") or "127.0.0.1",
             bus_channel=os.environ.get("TRACKER_BUS_CHANNEL") or "tracker:bus",

@@ -16,6 +16,8 @@ from tracker.config import Settings
 from tracker.filters import FilterConfig
 from tracker.hub import Hub
 from tracker.hub_source import load_vehicles
+from tracker.progress import EtaConfig
+from tracker.routing_service import RoutingService, with_routes
 from tracker.service import IngestService
 from tracker.store.db import DB_ERRORS, create_pool
 from tracker.store.writer import PositionWriter
@@ -44,7 +46,11 @@ class Runtime:
         writer = PositionWriter(pool, settings.commit_interval_ms, settings.commit_max_rows)
         writer.start()
         bus = make_bus(settings.redis_url, settings.bus_channel)
-        hub = Hub(lambda: load_vehicles(pool), settings.tick_ms / 1000.0, settings.ws_stuck_s)
+        hub = Hub(
+            with_routes(pool, lambda: load_vehicles(pool), lambda: hub),
+            settings.tick_ms / 1000.0,
+            settings.ws_stuck_s,
+        )
         bus.subscribe(hub.on_bus)
         bus.on_resumed(hub.on_bus_resumed)
         await bus.start()
@@ -58,6 +64,9 @@ class Runtime:
             ingest=IngestService(writer, bus, cfg),
             hub=hub,
         )
+        routing = RoutingService(pool, bus, EtaConfig(), settings.route_cache_s)
+        rt.ingest.after_commit.append(routing.on_commit)
+        rt.extras["routing"] = routing
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
         return rt
