@@ -147,6 +147,8 @@ def _register_backtest(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "backtest",
         help="replay a recorded drive and report ETA accuracy against a naive baseline",
         add_help=False,
+        # No option prefix here, so `--help` and the backtest's own options pass through.
+        prefix_chars="\0",
     )
     backtest.add_argument("argv", nargs=argparse.REMAINDER)
     backtest.set_defaults(func=_backtest)
