@@ -141,6 +141,15 @@ def _register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 EXTRA_COMMANDS.append(_register_simulate)
 
 
+def _register_import(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tracker import importer
+
+    importer.register(sub)
+
+
+EXTRA_COMMANDS.append(_register_import)
+
+
 def _register_backtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # The backtest parses its own arguments; everything after `backtest` is handed over.
     backtest = sub.add_parser(
