@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -58,7 +59,6 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/api/v1/positions", ingest.post_positions, methods=["POST"]),
         Route("/ingest/osmand", clients.osmand_positions, methods=["GET", "POST"]),
         Route("/ingest/owntracks", clients.owntracks_positions, methods=["POST"]),
         Route("/ingest/overland", clients.overland_positions, methods=["POST"]),
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=routes(),
         lifespan=lifespan,
+        middleware=[Middleware(ingest.IngestFastPath)],
         exception_handlers={
             ApiError: api_error_handler,
             HTTPException: http_error,

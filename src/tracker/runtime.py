@@ -43,7 +43,9 @@ class Runtime:
     async def start(cls, settings: Settings) -> Runtime:
         """Connect (lazily: the server starts even while PostgreSQL is down) and start loops."""
         pool = await create_pool(settings.database_url, settings.db_pool_size)
-        writer = PositionWriter(pool, settings.commit_interval_ms, settings.commit_max_rows)
+        writer = PositionWriter(
+            settings.database_url, settings.commit_interval_ms, settings.commit_max_rows
+        )
         writer.start()
         bus = make_bus(settings.redis_url, settings.bus_channel)
         hub = Hub(

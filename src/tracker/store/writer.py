@@ -11,6 +11,7 @@ reported as stored and nothing acknowledged is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from tracker.store.db import DB_ERRORS
+from tracker.store.db import DB_ERRORS, init_connection
 
 log = logging.getLogger(__name__)
 
@@ -112,18 +113,22 @@ class PositionWriter:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        database_url: str,
         interval_ms: float = 2.0,
         max_rows: int = 5000,
         max_inflight: int = 2,
     ) -> None:
-        self._pool = pool
+        self._url = database_url
         self._interval = interval_ms / 1000.0
         self._max_rows = max_rows
         self._pending: deque[_Pending] = deque()
         self._pending_rows = 0
         self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(max_inflight)
+        # Dedicated connections, one per batch in flight: a pool's acquire/release resets
+        # the session each time, an extra round trip per batch on the hot path.
+        self._conns: asyncio.Queue[asyncpg.Connection | None] = asyncio.Queue()
+        for _ in range(max_inflight):
+            self._conns.put_nowait(None)
         self._inflight: set[asyncio.Task[None]] = set()
         self._known_months: set[tuple[int, int]] = set()
         self._closing = False
@@ -141,6 +146,11 @@ class PositionWriter:
             await self._task
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        while not self._conns.empty():
+            conn = self._conns.get_nowait()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)
 
     async def write(self, rows: list[PositionRow]) -> WriteResult:
         """Store `rows`; returns once they are committed. Raises StoreUnavailable."""
@@ -165,9 +175,9 @@ class PositionWriter:
             if self._pending_rows < self._max_rows and not self._closing:
                 # Let concurrent requests join this batch: the heart of group commit.
                 await asyncio.sleep(self._interval)
-            await self._slots.acquire()
+            conn = await self._conns.get()
             batch = self._take()
-            task = asyncio.create_task(self._flush(batch))
+            task = asyncio.create_task(self._flush(batch, conn))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
             if self._pending:
@@ -185,11 +195,14 @@ class PositionWriter:
         self._pending_rows -= count
         return batch
 
-    async def _flush(self, batch: list[_Pending]) -> None:
+    async def _flush(self, batch: list[_Pending], conn: asyncpg.Connection | None) -> None:
         try:
+            if conn is None or conn.is_closed():
+                conn = await asyncpg.connect(self._url, timeout=5.0)
+                await init_connection(conn)
             for attempt in range(3):
                 try:
-                    results = await self._commit(batch)
+                    results = await self._commit(batch, conn)
                     break
                 except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                     # Two instances advancing the same devices' last positions; retry.
@@ -205,10 +218,13 @@ class PositionWriter:
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
+            if conn is not None:
+                conn.terminate()
+            conn = None
         finally:
-            self._slots.release()
+            self._conns.put_nowait(conn)
 
-    async def _commit(self, batch: list[_Pending]) -> list[WriteResult]:
+    async def _commit(self, batch: list[_Pending], conn: asyncpg.Connection) -> list[WriteResult]:
         records = []
         seq = 0
         months: set[tuple[int, int]] = set()
@@ -218,20 +234,19 @@ class PositionWriter:
                 seq += 1
                 fix_time = row[1]
                 months.add((fix_time.year, fix_time.month))
-        async with self._pool.acquire() as conn:
-            for year, month in months - self._known_months:
-                await conn.execute(
-                    "SELECT tracker_ensure_partition($1)", datetime(year, month, 1, tzinfo=UTC)
-                )
-                self._known_months.add((year, month))
-            async with conn.transaction():
-                await conn.copy_records_to_table(
-                    "ingest_stage", records=records, columns=_STAGE_COLUMNS
-                )
-                inserted: set[tuple[int, datetime]] = set()
-                advanced: set[tuple[int, datetime]] = set()
-                for stored_row, dev, fix_time in await conn.fetch(_MOVE_AND_ADVANCE):
-                    (inserted if stored_row else advanced).add((dev, fix_time))
+        for year, month in months - self._known_months:
+            await conn.execute(
+                "SELECT tracker_ensure_partition($1)", datetime(year, month, 1, tzinfo=UTC)
+            )
+            self._known_months.add((year, month))
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "ingest_stage", records=records, columns=_STAGE_COLUMNS
+            )
+            inserted: set[tuple[int, datetime]] = set()
+            advanced: set[tuple[int, datetime]] = set()
+            for stored_row, dev, fix_time in await conn.fetch(_MOVE_AND_ADVANCE):
+                (inserted if stored_row else advanced).add((dev, fix_time))
         results: list[WriteResult] = []
         for item in batch:
             stored: list[bool] = []
