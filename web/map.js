@@ -90,7 +90,7 @@
     this.retryAt = 0;
     this.signedOut = false;
     this.clockOffsetMs = 0; // server clock minus browser clock, from frame times
-    this.fitted = false;
+    this.inSnapshot = false;
     this.userMoved = false;
     this.gliding = new Set();
     this.frameRequested = false;
@@ -98,13 +98,13 @@
     this.frames = 0;
 
     var self = this;
-    map.on("dragstart zoomstart", function (e) {
-      // Only gestures count: programmatic fits fire zoomstart too, without originalEvent.
-      if (e && e.originalEvent) self.userMoved = true;
+    // Any gesture on the map (drag, wheel, zoom buttons, keys) ends automatic framing;
+    // map events can't be used for this, as programmatic fits fire them too.
+    ["pointerdown", "wheel", "keydown"].forEach(function (type) {
+      map.getContainer().addEventListener(type, function () {
+        self.userMoved = true;
+      }, { passive: true });
     });
-    map.getContainer().addEventListener("wheel", function () {
-      self.userMoved = true;
-    }, { passive: true });
     $("signin-form").addEventListener("submit", function (e) {
       e.preventDefault();
       self.signIn($("signin-token").value);
@@ -282,16 +282,18 @@
 
   LiveMap.prototype.applySnapshot = function (list) {
     var seen = new Set();
+    this.inSnapshot = true;
     list.forEach(function (v) {
       seen.add(v.id);
       this.upsert(v);
     }, this);
+    this.inSnapshot = false;
     var self = this;
     Array.from(this.vehicles.keys()).forEach(function (id) {
       if (!seen.has(id)) self.remove(id);
     });
     this.updateCount();
-    this.fitOnce();
+    this.autoFit();
   };
 
   LiveMap.prototype.upsert = function (data) {
@@ -300,8 +302,10 @@
     if (!v) {
       v = this.create(data);
       this.vehicles.set(data.id, v);
-      this.updateCount();
-      this.fitOnce();
+      if (!this.inSnapshot) {
+        this.updateCount();
+        this.autoFit();
+      }
     } else {
       var previous = v.data;
       v.data = data;
@@ -445,14 +449,14 @@
     v.marker.openPopup();
   };
 
-  LiveMap.prototype.fitOnce = function () {
-    if (this.fitted || this.userMoved || this.vehicles.size === 0) return;
+  // Frame the whole fleet whenever a vehicle joins, until the user takes over the map.
+  LiveMap.prototype.autoFit = function () {
+    if (this.userMoved || this.vehicles.size === 0) return;
     var points = [];
     this.vehicles.forEach(function (v) {
       points.push([v.data.lat, v.data.lon]);
     });
     this.map.fitBounds(points, { padding: [40, 40], maxZoom: 15, animate: false });
-    this.fitted = true;
   };
 
   // ---- smooth movement ------------------------------------------------------------

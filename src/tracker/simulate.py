@@ -47,6 +47,7 @@ _GOLDEN_ANGLE_DEG = 137.50776405003785
 _MIN_HEADING_STEP_M = 1.0
 # The server's default TRACKER_MAX_SPEED_MPS; faster replays trip its jump filter.
 _DEFAULT_SERVER_MAX_SPEED = 100.0
+_REGISTER_CONCURRENCY = 8
 
 
 class SimulateError(Exception):
@@ -104,12 +105,10 @@ class Drive:
             t, a.lat + (b.lat - a.lat) * f, a.lon + (b.lon - a.lon) * f, b.speed, b.course
         )
 
-    def speed_quantile(self, q: float) -> float:
-        """The q-quantile of the sample speeds (a robust 'top speed': GPS glitches excluded)."""
-        speeds = sorted(s.speed for s in self.samples if s.speed is not None)
-        if not speeds:
-            return 0.0
-        return speeds[min(len(speeds) - 1, int(q * len(speeds)))]
+    @property
+    def top_speed(self) -> float:
+        """The fastest step, m/s."""
+        return max((s.speed for s in self.samples if s.speed is not None), default=0.0)
 
 
 def with_motion(points: Sequence[tuple[float, float, float]]) -> Drive:
@@ -245,7 +244,7 @@ def speed_warning(
     drive: Drive, speed: float, server_max: float = _DEFAULT_SERVER_MAX_SPEED
 ) -> str | None:
     """A hint when an accelerated replay will trip the server's implausible-jump filter."""
-    top = drive.speed_quantile(0.99) * speed
+    top = drive.top_speed * speed
     if top <= server_max:
         return None
     needed = int(math.ceil(top * 1.2 / 50.0) * 50)
@@ -464,9 +463,15 @@ async def run(cfg: SimulateConfig, stop: asyncio.Event | None = None) -> Stats:
     limits = httpx.Limits(max_connections=min(100, cfg.drivers), max_keepalive_connections=100)
     async with httpx.AsyncClient(base_url=cfg.url, timeout=10.0, limits=limits) as client:
         registry = Registry(client, cfg.admin_token, tokens_path)
-        members = [
-            await registry.token(d) for d in fleet(drive, cfg.drivers, cfg.prefix, cfg.spacing_m)
-        ]
+        gate = asyncio.Semaphore(_REGISTER_CONCURRENCY)
+
+        async def enrol(driver: Driver) -> tuple[Driver, str]:
+            async with gate:
+                return await registry.token(driver)
+
+        members = await asyncio.gather(
+            *(enrol(d) for d in fleet(drive, cfg.drivers, cfg.prefix, cfg.spacing_m))
+        )
         log.info(
             "replaying a %.0f s drive there and back as %d drivers at %gx (%s)",
             drive.duration,
@@ -532,6 +537,8 @@ def _command(args: argparse.Namespace) -> int:
         drive_path=args.drive,
         tokens_path=args.tokens_file,
     )
+    # One INFO line per request would drown the periodic summaries.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         asyncio.run(run(cfg))
     except SimulateError as exc:

@@ -64,6 +64,13 @@ async def test_fleet_moves_on_the_live_map(tab: BrowserTab, srv: Server, tmp_pat
     for i in (1, 2, 3):
         await expect(page.locator(".vehicle-item", has_text=f"Demo car {i}")).to_be_visible()
     ids = [f"{cfg.prefix}-{i:02d}" for i in (1, 2, 3)]
+    # Nobody touched the map, so it frames the whole fleet as cars join.
+    in_view = await page.evaluate(
+        """ids => ids.map(id => window.trackerMap.map.getBounds().contains(
+                 window.trackerMap.vehicles.get(id).marker.getLatLng()))""",
+        ids,
+    )
+    assert in_view == [True, True, True]
     before = [await page.evaluate("id => window.trackerMap.markerPosition(id)", i) for i in ids]
     stats = await replay
     after = [await page.evaluate("id => window.trackerMap.markerPosition(id)", i) for i in ids]
