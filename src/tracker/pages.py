@@ -167,6 +167,20 @@ async def map_page(request: Request) -> Response:
     return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
 
+# The driver page holds a device token: nothing but this origin may run or load anything.
+DRIVER_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+async def driver_page(request: Request) -> Response:
+    """GET /driver: the driver's page (web/driver.html; sign-in with the device token)."""
+    html = (web_dir() / "driver.html").read_text(encoding="utf-8")
+    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": DRIVER_CSP}
+    return HTMLResponse(html, headers=headers)
+
+
 def routes() -> list[BaseRoute]:
     """The page routes and static mounts (the Leaflet mount before the general one)."""
     if not (leaflet_dir() / "leaflet.js").is_file():
@@ -174,6 +188,7 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/", map_page, methods=["GET"]),
         Route("/map", map_page, methods=["GET"]),
+        Route("/driver", driver_page, methods=["GET"]),
         Mount(LEAFLET_PREFIX, AssetFiles(leaflet_dir())),
         Mount(STATIC_PREFIX, AssetFiles(web_dir())),
     ]

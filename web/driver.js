@@ -1,0 +1,666 @@
+/*
+ * The driver's page: share the phone's location, never lose a ping, work the stop list.
+ *
+ * Pings go into an IndexedDB queue first and leave it only when a 202 from
+ * POST /api/v1/positions covers them (the server answers 202 only after the commit).
+ * Sending is a loop over the oldest queued pings, in batches:
+ *   - 202: the batch is done; pings the server rejected inside it are reported in a note.
+ *   - 400/413/415/422: the pings themselves are refused and would be forever; they are
+ *     dropped with a visible note.
+ *   - 401/403: the token is refused (revoked, device disabled); pings stay queued and the
+ *     driver is asked to sign in again.
+ *   - network errors, 429, 5xx and anything else: pings stay; retry with exponential
+ *     backoff (honouring Retry-After), and at once when the browser comes back online.
+ * A retried batch whose first answer was lost is harmless: the server stores a ping once.
+ */
+(() => {
+  "use strict";
+
+  const TOKEN_KEY = "tracker.driver.token";
+  const SHARING_KEY = "tracker.driver.sharing";
+  const DB_NAME = "tracker-driver";
+  const STORE = "pings";
+  const BATCH = 100;
+  const MIN_BACKOFF_MS = 1000;
+  const MAX_BACKOFF_MS = 60000;
+  const SWEEP_MS = 15000;
+  const ROUTE_REFRESH_MS = 30000;
+  const MAX_NOTES = 6;
+  const DROP_STATUSES = new Set([400, 413, 415, 422]);
+  const AUTH_STATUSES = new Set([401, 403]);
+
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    net: $("net"),
+    signin: $("signin"),
+    signinForm: $("signin-form"),
+    signinToken: $("signin-token"),
+    signinSubmit: $("signin-submit"),
+    signinError: $("signin-error"),
+    app: $("app"),
+    share: $("share"),
+    sharingState: $("sharing-state"),
+    lastFix: $("last-fix"),
+    queueCount: $("queue-count"),
+    lastSent: $("last-sent"),
+    sendState: $("send-state"),
+    notes: $("notes"),
+    refresh: $("refresh"),
+    routeState: $("route-state"),
+    stops: $("stops"),
+    stopTemplate: $("stop-template"),
+    deviceLabel: $("device-label"),
+    signout: $("signout"),
+  };
+
+  const state = {
+    token: null,
+    authRefused: false,
+    watchId: null,
+    lastFixTime: 0,
+    sending: false,
+    flushAgain: false,
+    backoffMs: 0,
+    retryTimer: null,
+    route: null,
+    routeBusy: false,
+    wakeLock: null,
+  };
+
+  // --- the queue (IndexedDB) --------------------------------------------------------------
+
+  function request(req) {
+    return new Promise((resolve, reject) => {
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+  }
+
+  const queue = {
+    db: null,
+
+    async open() {
+      const req = indexedDB.open(DB_NAME, 1);
+      req.onupgradeneeded = () => {
+        req.result.createObjectStore(STORE, { keyPath: "seq", autoIncrement: true });
+      };
+      this.db = await request(req);
+    },
+
+    // Resolves once the transaction is committed, with what `work` returned.
+    run(mode, work) {
+      return new Promise((resolve, reject) => {
+        const tx = this.db.transaction(STORE, mode, { durability: "strict" });
+        let result;
+        Promise.resolve(work(tx.objectStore(STORE))).then((value) => { result = value; });
+        tx.oncomplete = () => resolve(result);
+        tx.onabort = () => reject(tx.error || new Error("transaction aborted"));
+        tx.onerror = () => reject(tx.error);
+      });
+    },
+
+    add(ping) {
+      return this.run("readwrite", (store) => { store.add({ ping }); });
+    },
+
+    oldest(limit) {
+      return this.run("readonly", (store) => request(store.getAll(null, limit)));
+    },
+
+    remove(keys) {
+      return this.run("readwrite", (store) => { keys.forEach((key) => store.delete(key)); });
+    },
+
+    count() {
+      return this.run("readonly", (store) => request(store.count()));
+    },
+
+    clear() {
+      return this.run("readwrite", (store) => { store.clear(); });
+    },
+  };
+
+  // --- small UI helpers ---------------------------------------------------------------------
+
+  function clock(date) {
+    return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+
+  function shortTime(iso) {
+    return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function note(text, kind) {
+    const li = document.createElement("li");
+    li.className = `note note-${kind || "info"}`;
+    li.textContent = `${clock(new Date())} ${text}`;
+    el.notes.prepend(li);
+    while (el.notes.children.length > MAX_NOTES) el.notes.lastElementChild.remove();
+  }
+
+  async function showQueueCount() {
+    try {
+      el.queueCount.textContent = String(await queue.count());
+    } catch (err) {
+      el.queueCount.textContent = "?";
+    }
+  }
+
+  function showNet() {
+    const online = navigator.onLine;
+    el.net.textContent = online ? "online" : "offline";
+    el.net.className = `net ${online ? "net-online" : "net-offline"}`;
+  }
+
+  function authHeaders(extra) {
+    return { Authorization: `Bearer ${state.token}`, ...(extra || {}) };
+  }
+
+  async function errorMessage(res) {
+    try {
+      const body = await res.json();
+      return body.message || body.error || `HTTP ${res.status}`;
+    } catch (err) {
+      return `HTTP ${res.status}`;
+    }
+  }
+
+  // --- sending ------------------------------------------------------------------------------
+
+  function scheduleRetry(retryAfter) {
+    const seconds = Number.parseFloat(retryAfter || "");
+    if (Number.isFinite(seconds) && seconds >= 0) {
+      state.backoffMs = Math.min(MAX_BACKOFF_MS, Math.max(MIN_BACKOFF_MS, seconds * 1000));
+    } else {
+      state.backoffMs = Math.min(MAX_BACKOFF_MS, Math.max(MIN_BACKOFF_MS, state.backoffMs * 2));
+    }
+    // Jitter, so phones that lost the same network don't all come back at once.
+    const delay = Math.round(state.backoffMs * (0.8 + Math.random() * 0.4));
+    clearTimeout(state.retryTimer);
+    state.retryTimer = setTimeout(() => {
+      state.retryTimer = null;
+      flush();
+    }, delay);
+    el.sendState.textContent = `Not sent yet; retrying in ${Math.ceil(delay / 1000)} s.`;
+  }
+
+  function retryNow() {
+    clearTimeout(state.retryTimer);
+    state.retryTimer = null;
+    state.backoffMs = 0;
+    flush();
+  }
+
+  async function sendBatch(batch) {
+    try {
+      return await fetch("/api/v1/positions", {
+        method: "POST",
+        headers: authHeaders({ "Content-Type": "application/json" }),
+        body: JSON.stringify({ positions: batch.map((item) => item.ping) }),
+        cache: "no-store",
+        credentials: "omit",
+      });
+    } catch (err) {
+      return null; // offline, DNS, connection reset: the pings stay queued
+    }
+  }
+
+  async function flush() {
+    if (state.sending) {
+      // A ping queued while a batch is in flight: look again when this round ends.
+      state.flushAgain = true;
+      return;
+    }
+    if (state.retryTimer || !state.token || state.authRefused) return;
+    state.sending = true;
+    state.flushAgain = false;
+    try {
+      for (;;) {
+        const batch = await queue.oldest(BATCH);
+        if (batch.length === 0) {
+          el.sendState.textContent = "";
+          break;
+        }
+        const keys = batch.map((item) => item.seq);
+        const res = await sendBatch(batch);
+        if (res === null) {
+          scheduleRetry(null);
+          break;
+        }
+        if (res.status === 202) {
+          const body = await res.json().catch(() => ({}));
+          await queue.remove(keys);
+          state.backoffMs = 0;
+          el.lastSent.textContent = clock(new Date());
+          if (body.rejected > 0) {
+            const reason = (body.rejects && body.rejects[0] && body.rejects[0].reason) || "";
+            note(`${body.rejected} ping(s) refused by the server: ${reason}`, "warn");
+          }
+          await showQueueCount();
+          continue;
+        }
+        if (AUTH_STATUSES.has(res.status)) {
+          // Keep the pings (and keep recording): they go out once the device signs in again.
+          state.authRefused = true;
+          const message = await errorMessage(res);
+          el.sendState.textContent = "Sending paused: sign in again.";
+          showSignin(`The server refused this device (${message}). Locations are kept; sign in again.`);
+          break;
+        }
+        if (DROP_STATUSES.has(res.status)) {
+          const message = await errorMessage(res);
+          await queue.remove(keys);
+          note(`${batch.length} ping(s) dropped, refused by the server (HTTP ${res.status}: ${message}).`, "error");
+          await showQueueCount();
+          continue;
+        }
+        scheduleRetry(res.headers.get("Retry-After"));
+        break;
+      }
+    } catch (err) {
+      note(`Could not read the local queue: ${err}`, "error");
+      scheduleRetry(null);
+    } finally {
+      state.sending = false;
+      if (state.flushAgain) setTimeout(flush, 0);
+    }
+  }
+
+  // --- location -----------------------------------------------------------------------------
+
+  function finite(value) {
+    return typeof value === "number" && Number.isFinite(value);
+  }
+
+  async function onPosition(position) {
+    // The same fix can be delivered twice (cached position on restart); keep one.
+    if (position.timestamp <= state.lastFixTime) return;
+    state.lastFixTime = position.timestamp;
+    const c = position.coords;
+    const ping = {
+      time: new Date(position.timestamp).toISOString(),
+      lat: c.latitude,
+      lon: c.longitude,
+    };
+    if (finite(c.accuracy)) ping.accuracy = c.accuracy;
+    if (finite(c.altitude)) ping.altitude = c.altitude;
+    if (finite(c.speed) && c.speed >= 0) ping.speed = c.speed;
+    if (finite(c.heading) && c.heading >= 0) ping.course = c.heading;
+    try {
+      await queue.add(ping);
+    } catch (err) {
+      note(`Could not keep a location on this phone: ${err}`, "error");
+      return;
+    }
+    el.sharingState.textContent = "on";
+    el.lastFix.textContent = `${clock(new Date(position.timestamp))} (±${Math.round(c.accuracy || 0)} m)`;
+    await showQueueCount();
+    flush();
+  }
+
+  function onPositionError(err) {
+    if (err.code === 1) {
+      note("Location permission denied: allow it in the browser settings.", "error");
+      stopSharing();
+      return;
+    }
+    // No fix for a while (tunnel, indoors): say so where the sharing state is, not as a
+    // note per attempt; the next position clears it.
+    el.sharingState.textContent = "on, waiting for a fix";
+  }
+
+  async function keepScreenOn() {
+    // Browsers pause location updates of a page in the background; keep it in front.
+    if (!("wakeLock" in navigator) || state.wakeLock) return;
+    try {
+      state.wakeLock = await navigator.wakeLock.request("screen");
+      state.wakeLock.addEventListener("release", () => { state.wakeLock = null; });
+    } catch (err) {
+      state.wakeLock = null;
+    }
+  }
+
+  function startSharing() {
+    if (!("geolocation" in navigator)) {
+      note("This browser cannot share its location.", "error");
+      return;
+    }
+    if (state.watchId !== null) return;
+    state.watchId = navigator.geolocation.watchPosition(onPosition, onPositionError, {
+      enableHighAccuracy: true,
+      maximumAge: 0,
+      timeout: 60000,
+    });
+    localStorage.setItem(SHARING_KEY, "on");
+    el.share.textContent = "Stop sharing location";
+    el.share.setAttribute("aria-pressed", "true");
+    el.sharingState.textContent = "on";
+    keepScreenOn();
+  }
+
+  function stopSharing() {
+    if (state.watchId !== null) navigator.geolocation.clearWatch(state.watchId);
+    state.watchId = null;
+    localStorage.removeItem(SHARING_KEY);
+    el.share.textContent = "Start sharing location";
+    el.share.setAttribute("aria-pressed", "false");
+    el.sharingState.textContent = "off";
+    if (state.wakeLock) state.wakeLock.release().catch(() => {});
+  }
+
+  // --- the route ------------------------------------------------------------------------------
+
+  const STATUS_LABEL = {
+    pending: "to do",
+    arrived: "arrived",
+    completed: "delivered",
+    failed: "failed",
+    skipped: "skipped",
+  };
+  const DONE = new Set(["completed", "failed", "skipped"]);
+
+  function nextStopId(route) {
+    if (route.next_stop !== undefined && route.next_stop !== null) return route.next_stop;
+    const stops = [...route.stops].sort((a, b) => a.seq - b.seq);
+    const arrived = stops.find((s) => s.status === "arrived");
+    const pending = stops.find((s) => s.status === "pending");
+    return (arrived || pending || {}).id;
+  }
+
+  function stopMeta(stop) {
+    if (stop.status === "failed") return stop.reason ? `Failed: ${stop.reason}` : "Failed";
+    if (stop.status === "completed" && stop.completed_at) return `Delivered ${shortTime(stop.completed_at)}`;
+    if (stop.status === "skipped") return "Skipped";
+    const parts = [];
+    if (stop.status === "arrived" && stop.arrived_at) parts.push(`Arrived ${shortTime(stop.arrived_at)}`);
+    if (stop.eta) parts.push(`ETA ${shortTime(stop.eta)}`);
+    return parts.join(" · ");
+  }
+
+  function renderStop(route, stop, nextId) {
+    const li = el.stopTemplate.content.firstElementChild.cloneNode(true);
+    li.dataset.stopId = String(stop.id);
+    li.dataset.status = stop.status;
+    li.classList.add(`stop-${stop.status}`);
+    if (stop.id === nextId) {
+      li.classList.add("stop-next");
+      li.setAttribute("aria-current", "step");
+    }
+    li.querySelector(".stop-seq").textContent = String(stop.seq);
+    li.querySelector(".stop-name").textContent = stop.name || `Stop ${stop.seq}`;
+    li.querySelector(".stop-recipient").textContent = stop.recipient || "";
+    li.querySelector(".stop-status").textContent = STATUS_LABEL[stop.status] || stop.status;
+    li.querySelector(".stop-meta").textContent = stopMeta(stop);
+    const actions = li.querySelector(".stop-actions");
+    const form = li.querySelector(".fail-form");
+    if (DONE.has(stop.status) || route.status !== "active") {
+      actions.remove();
+      form.remove();
+      return li;
+    }
+    if (stop.status === "arrived") actions.querySelector(".act-arrived").remove();
+    actions.addEventListener("click", (event) => {
+      const button = event.target.closest("button");
+      if (!button || state.routeBusy) return;
+      if (button.dataset.action === "ask-failed") {
+        actions.hidden = true;
+        form.hidden = false;
+        form.querySelector(".fail-reason").focus();
+        return;
+      }
+      setStopStatus(route.id, stop.id, button.dataset.status, null);
+    });
+    form.addEventListener("click", (event) => {
+      const button = event.target.closest("button");
+      if (button && button.dataset.action === "cancel-failed") {
+        form.hidden = true;
+        actions.hidden = false;
+      }
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const reason = form.querySelector(".fail-reason").value.trim();
+      if (!reason) return;
+      setStopStatus(route.id, stop.id, "failed", reason);
+    });
+    return li;
+  }
+
+  function renderRoute(route) {
+    state.route = route;
+    el.stops.replaceChildren();
+    if (!route) {
+      el.routeState.textContent = "No active route.";
+      return;
+    }
+    const stops = [...route.stops].sort((a, b) => a.seq - b.seq);
+    const done = stops.filter((s) => DONE.has(s.status)).length;
+    let summary = `Route ${route.id}: ${done} of ${stops.length} stops done`;
+    if (route.status !== "active") summary += ` (${route.status})`;
+    if (route.off_route) summary += " · off the planned route";
+    el.routeState.textContent = summary;
+    const nextId = nextStopId(route);
+    for (const stop of stops) el.stops.append(renderStop(route, stop, nextId));
+  }
+
+  // The route on screen once it is no longer active (just completed, or cancelled), so the
+  // driver sees how it ended instead of an empty list.
+  async function finishedRoute() {
+    if (!state.route) return null;
+    try {
+      const res = await fetch(`/api/v1/routes/${state.route.id}`, {
+        headers: authHeaders(),
+        cache: "no-store",
+        credentials: "omit",
+      });
+      if (!res.ok) return null;
+      const route = await res.json();
+      return route.status === "active" ? null : route;
+    } catch (err) {
+      return state.route;
+    }
+  }
+
+  async function loadRoute() {
+    if (!state.token) return;
+    let res;
+    try {
+      res = await fetch("/api/v1/routes/current", {
+        headers: authHeaders(),
+        cache: "no-store",
+        credentials: "omit",
+      });
+    } catch (err) {
+      if (!state.route) el.routeState.textContent = "Offline: the route will load when back online.";
+      return;
+    }
+    if (res.ok) {
+      renderRoute(await res.json());
+    } else if (res.status === 404) {
+      renderRoute(await finishedRoute());
+    } else if (AUTH_STATUSES.has(res.status)) {
+      el.routeState.textContent = `Route unavailable: ${await errorMessage(res)}`;
+    } else {
+      el.routeState.textContent = `Route unavailable right now (${await errorMessage(res)}).`;
+    }
+  }
+
+  async function setStopStatus(routeId, stopId, status, reason) {
+    state.routeBusy = true;
+    el.stops.classList.add("busy");
+    try {
+      const body = { status };
+      if (reason) body.reason = reason;
+      let res;
+      try {
+        res = await fetch(`/api/v1/routes/${routeId}/stops/${stopId}`, {
+          method: "PATCH",
+          headers: authHeaders({ "Content-Type": "application/json" }),
+          body: JSON.stringify(body),
+          cache: "no-store",
+          credentials: "omit",
+        });
+      } catch (err) {
+        note("Offline: the stop was not updated; try again when back online.", "warn");
+        return;
+      }
+      if (res.ok) {
+        renderRoute(await res.json());
+        return;
+      }
+      note(`Stop not updated: ${await errorMessage(res)}`, "warn");
+      if (res.status === 409 || res.status === 404) await loadRoute();
+    } finally {
+      state.routeBusy = false;
+      el.stops.classList.remove("busy");
+    }
+  }
+
+  // --- signing in and out ---------------------------------------------------------------------
+
+  // What the server says about a token: "ok", "refused" (with a message) or "unreachable".
+  async function checkToken(token) {
+    try {
+      const res = await fetch("/api/v1/routes/current", {
+        headers: { Authorization: `Bearer ${token}` },
+        cache: "no-store",
+        credentials: "omit",
+      });
+      if (res.ok || res.status === 404) return { verdict: "ok", route: res.ok ? await res.json() : null };
+      if (AUTH_STATUSES.has(res.status)) return { verdict: "refused", message: await errorMessage(res) };
+      return { verdict: "unreachable", message: await errorMessage(res) };
+    } catch (err) {
+      return { verdict: "unreachable", message: "no connection" };
+    }
+  }
+
+  function showSignin(message) {
+    el.app.hidden = true;
+    el.signin.hidden = false;
+    el.signinError.textContent = message || "";
+    el.signinToken.focus();
+  }
+
+  function showApp(route) {
+    el.signin.hidden = true;
+    el.app.hidden = false;
+    el.deviceLabel.textContent = route ? `Device ${route.device}` : "";
+    if (route !== undefined) renderRoute(route);
+    else loadRoute();
+    if (localStorage.getItem(SHARING_KEY) === "on") startSharing();
+    showQueueCount();
+    retryNow();
+  }
+
+  async function signIn(token) {
+    el.signinSubmit.disabled = true;
+    try {
+      const check = await checkToken(token);
+      if (check.verdict === "refused") {
+        showSignin(`Sign-in refused: ${check.message}`);
+        return;
+      }
+      if (check.verdict === "unreachable") {
+        showSignin(`Cannot reach the server (${check.message}); try again.`);
+        return;
+      }
+      // Locations recorded under another device's sign-in must not be sent as this one.
+      const previous = localStorage.getItem(TOKEN_KEY);
+      const waiting = await queue.count().catch(() => 0);
+      if (previous && previous !== token && waiting > 0) {
+        if (!window.confirm(`${waiting} location(s) recorded under the previous sign-in were never sent and will be discarded. Continue?`)) {
+          showSignin("Sign-in cancelled: the unsent locations are kept.");
+          return;
+        }
+        await queue.clear();
+      }
+      state.token = token;
+      state.authRefused = false;
+      localStorage.setItem(TOKEN_KEY, token);
+      el.signinToken.value = "";
+      showApp(check.route);
+    } finally {
+      el.signinSubmit.disabled = false;
+    }
+  }
+
+  async function signOut() {
+    const waiting = await queue.count().catch(() => 0);
+    if (waiting > 0 && !window.confirm(`${waiting} location(s) are not sent yet and will be discarded. Sign out anyway?`)) {
+      return;
+    }
+    stopSharing();
+    await queue.clear();
+    localStorage.removeItem(TOKEN_KEY);
+    state.token = null;
+    state.route = null;
+    el.stops.replaceChildren();
+    await showQueueCount();
+    showSignin("");
+  }
+
+  // --- start ---------------------------------------------------------------------------------
+
+  function tokenFromLink() {
+    // A dispatcher can send /driver#token=...: the fragment never reaches a server log.
+    const match = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
+    if (!match) return null;
+    history.replaceState(null, "", window.location.pathname + window.location.search);
+    return decodeURIComponent(match[1]);
+  }
+
+  async function start() {
+    showNet();
+    try {
+      await queue.open();
+    } catch (err) {
+      note(`This browser cannot keep locations while offline: ${err}`, "error");
+      return;
+    }
+    window.addEventListener("online", () => { showNet(); retryNow(); loadRoute(); });
+    window.addEventListener("offline", showNet);
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") {
+        if (state.watchId !== null) keepScreenOn();
+        retryNow();
+        loadRoute();
+      }
+    });
+    el.signinForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const token = el.signinToken.value.trim();
+      if (token) signIn(token);
+    });
+    el.share.addEventListener("click", () => (state.watchId === null ? startSharing() : stopSharing()));
+    el.refresh.addEventListener("click", loadRoute);
+    el.signout.addEventListener("click", signOut);
+    window.addEventListener("hashchange", () => {
+      const token = tokenFromLink();
+      if (token) signIn(token);
+    });
+    setInterval(flush, SWEEP_MS);
+    setInterval(() => { if (!state.routeBusy) loadRoute(); }, ROUTE_REFRESH_MS);
+
+    const linked = tokenFromLink();
+    if (linked) {
+      await signIn(linked);
+      return;
+    }
+    const saved = localStorage.getItem(TOKEN_KEY);
+    if (!saved) {
+      showSignin("");
+      await showQueueCount();
+      return;
+    }
+    const check = await checkToken(saved);
+    if (check.verdict === "refused") {
+      // Queued pings stay: they are sent once this device signs in again.
+      showSignin(`Sign in again: ${check.message}`);
+      return;
+    }
+    state.token = saved;
+    showApp(check.verdict === "ok" ? check.route : undefined);
+  }
+
+  start();
+})();
