@@ -103,7 +103,13 @@ class PathIndex:
             segs = self._segments[i0:i1]
             pt = Point(x, y)
             dist: Any = shapely.distance(segs, pt)
-            along: Any = (shapely.line_locate_point(segs, pt) + self._starts[i0:i1]).clip(min=prev)
+            along: Any = shapely.line_locate_point(segs, pt) + self._starts[i0:i1]
+            behind = along < prev
+            if behind.any():
+                # The first segment may reach back before `prev`: measure from there on.
+                start = shapely.line_interpolate_point(self.line, prev)
+                dist[behind] = shapely.distance(start, pt)
+                along = along.clip(min=prev)
             near = dist <= float(dist.min()) + tolerance_m
             prev = float(along[near].min())
             out.append(prev)

@@ -52,6 +52,7 @@ class EtaConfig:
     search_back_m: float = 50.0
     search_ahead_m: float = 300.0
     jitter_m: float = 15.0  # a step back along the path shorter than this is GPS noise
+    still_mps: float = 0.5  # a reported speed below this means standing still
     first_fix_ahead_cost: float = 0.02  # first fix: prefer the start, but find a mid-route start
     off_route_m: float = 50.0
     off_route_fixes: int = 3
@@ -562,8 +563,10 @@ def step(
         reach = cfg.search_ahead_m + cfg.reach_mps * dt
         fast = max(_speed(plan, state.speed, cfg), moving or 0.0)
         hi = p + 2.0 * fast * dt + cfg.jitter_m + slack
-        lo = p - cfg.jitter_m - slack
-        loc = index.locate(x, y, (lo - cfg.search_back_m, p + reach), (lo, hi))
+        # Candidates behind the progress already made cost extra, so where the path
+        # doubles back on itself the pass ahead wins a tie.
+        lo = p - cfg.jitter_m - slack - cfg.search_back_m
+        loc = index.locate(x, y, (lo, p + reach), (p, hi))
     far = loc.offset_m - slack > cfg.off_route_m
 
     # 2. Off route after several far fixes in a row; back on after several near ones.
@@ -576,15 +579,23 @@ def step(
         off_route, flips = False, 0
         emit(EventType.BACK_ON_ROUTE, progress_m=round(max(p, loc.along_m), 1))
 
-    # 3. Progress moves with a trustworthy location: forward freely, back only beyond noise.
+    # 3. Progress moves with a trustworthy location: forward while moving, back only
+    # beyond the noise; a vehicle standing still stays put, however its fixes scatter.
+    stay = motion.Stay(x, y, t) if state.stay is None else state.stay
+    stay = stay.update(x, y, t, cfg.stay_radius_m)
+    still = (fix.speed is not None and 0.0 <= fix.speed < cfg.still_mps) or stay.duration(
+        t
+    ) >= cfg.dwell_s
     new_p = p
-    if not far and (loc.along_m >= p or loc.along_m < p - cfg.jitter_m - slack):
-        new_p = loc.along_m
+    if not far:
+        moved = loc.along_m - p
+        # Accuracy is a 68 % radius; two of them cover the scatter of a standing phone.
+        band = cfg.jitter_m + 2.0 * slack
+        if moved < -band or moved > (band if still else 0.0):
+            new_p = loc.along_m
 
     # 4. Geofences: departure from the stop being served, else arrival at a pending one.
     stops = state.stops
-    stay = motion.Stay(x, y, t) if state.stay is None else state.stay
-    stay = stay.update(x, y, t, cfg.stay_radius_m)
     at = state.at_stop
     outside_fixes = state.outside_fixes
     if at is not None:

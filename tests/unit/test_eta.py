@@ -1,0 +1,217 @@
+"""Linear referencing near known progress, the speed estimate, pace and the ETA chain."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+from shapely import LineString
+
+from tracker.eta import Pace, PathIndex, SpeedEstimate, chain
+
+# -- PathIndex ----------------------------------------------------------------------------------
+
+
+def test_locate_on_a_straight_path_gives_along_and_offset() -> None:
+    idx = PathIndex(LineString([(0, 0), (100, 0), (100, 100)]))
+    assert idx.length_m == pytest.approx(200.0)
+    loc = idx.locate(30.0, 4.0, (0.0, 200.0), (0.0, 200.0))
+    assert loc.along_m == pytest.approx(30.0)
+    assert loc.offset_m == pytest.approx(4.0)
+    loc = idx.locate(103.0, 60.0, (0.0, 200.0), (0.0, 200.0))
+    assert loc.along_m == pytest.approx(160.0)
+    assert loc.offset_m == pytest.approx(3.0)
+
+
+def test_locate_only_looks_inside_the_window() -> None:
+    # A path that comes back along the same street: (50, 0) is 50 m and 150 m along.
+    idx = PathIndex(LineString([(0, 0), (100, 0), (0, 0)]))
+    assert idx.locate(50.0, 0.0, (120.0, 200.0), (120.0, 200.0)).along_m == pytest.approx(150.0)
+    assert idx.locate(50.0, 0.0, (0.0, 90.0), (0.0, 90.0)).along_m == pytest.approx(50.0)
+
+
+def test_locate_prefers_the_pass_near_the_expected_progress() -> None:
+    # A square loop closing on itself: the start corner is 0 m and 400 m along.
+    idx = PathIndex(LineString([(0, 0), (100, 0), (100, 100), (0, 100), (0, 0), (0, -50)]))
+    everywhere = (0.0, idx.length_m)
+    assert idx.locate(1.0, 1.0, everywhere, (0.0, 10.0)).along_m == pytest.approx(1.0)
+    assert idx.locate(1.0, 1.0, everywhere, (390.0, 420.0)).along_m == pytest.approx(399.0)
+    # Without an expectation the nearer pass wins even if it lies far ahead.
+    near_end = idx.locate(0.0, -1.0, everywhere, (0.0, 0.0), ahead_cost=0.0)
+    assert near_end.along_m == pytest.approx(401.0)
+
+
+def test_stops_are_placed_in_visiting_order_along_a_path_that_repeats_a_street() -> None:
+    # Out and back on the same street: a stop visited on the way back sits on the return.
+    idx = PathIndex(LineString([(0, 0), (300, 0), (0, 0)]))
+    along = idx.locate_in_order([(250, 5), (280, -5), (100, 5)], tolerance_m=25.0)
+    assert along[0] == pytest.approx(250.0)
+    assert along[1] == pytest.approx(280.0)
+    assert along[2] == pytest.approx(500.0)
+    assert along == sorted(along)
+
+
+def test_a_path_without_length_is_refused() -> None:
+    with pytest.raises(ValueError):
+        PathIndex(LineString([(0, 0), (0, 0)]))
+
+
+# -- SpeedEstimate and Pace ---------------------------------------------------------------------
+
+
+def test_without_observations_the_estimate_is_the_plan() -> None:
+    assert SpeedEstimate().speed(8.0, 60.0, 1.0, 40.0) == pytest.approx(8.0)
+
+
+def test_observations_outweigh_the_prior_as_they_accumulate() -> None:
+    est = SpeedEstimate()
+    speeds = []
+    for _ in range(3000):
+        est = est.learn(15.0, 1.0, 300.0)
+        speeds.append(est.speed(8.0, 60.0, 1.0, 40.0))
+    assert all(b >= a for a, b in itertools.pairwise(speeds))
+    assert speeds[0] < 9.0
+    # The plan keeps its 60 s against the ~300 s of observation the time constant retains.
+    assert speeds[-1] == pytest.approx((15.0 * 300.0 + 8.0 * 60.0) / 360.0, rel=0.01)
+
+
+def test_a_wait_lowers_the_estimate_gradually_and_the_prior_keeps_it_up() -> None:
+    est = SpeedEstimate()
+    for _ in range(300):
+        est = est.learn(10.0, 1.0, 120.0)
+    moving = est.speed(8.0, 60.0, 1.0, 40.0)
+    for _ in range(60):
+        est = est.learn(0.0, 1.0, 120.0)
+    waited = est.speed(8.0, 60.0, 1.0, 40.0)
+    assert 0.4 * moving < waited < moving
+    for _ in range(3600):
+        est = est.learn(0.0, 1.0, 120.0)
+    # Even after an hour standing still the estimate stays at or above the floor.
+    assert est.speed(8.0, 60.0, 1.0, 40.0) >= 1.0
+
+
+def test_old_observations_fade() -> None:
+    slow_then_fast = SpeedEstimate()
+    for _ in range(600):
+        slow_then_fast = slow_then_fast.learn(5.0, 1.0, 120.0)
+    for _ in range(600):
+        slow_then_fast = slow_then_fast.learn(20.0, 1.0, 120.0)
+    assert slow_then_fast.speed(10.0, 0.0, 1.0, 40.0) == pytest.approx(20.0, rel=0.01)
+
+
+def test_speed_is_clamped() -> None:
+    fast = SpeedEstimate(100_000.0, 100.0)
+    assert fast.speed(10.0, 60.0, 1.0, 40.0) == 40.0
+    assert SpeedEstimate(0.0, 10_000.0).speed(10.0, 60.0, 1.0, 40.0) == 1.0
+
+
+def test_pace_switches_from_recent_to_long_run_speed() -> None:
+    pace = Pace(near_mps=5.0, far_mps=20.0, near_s=100.0)
+    assert pace.drive_s(250.0) == pytest.approx(50.0)
+    assert pace.drive_s(500.0) == pytest.approx(100.0)
+    assert pace.drive_s(2500.0) == pytest.approx(100.0 + 2000.0 / 20.0)
+
+
+# -- chain ------------------------------------------------------------------------------------
+
+
+def flat(v: float) -> Pace:
+    return Pace(v, v, 0.0)
+
+
+def test_chain_adds_travel_and_the_service_of_earlier_stops() -> None:
+    ch = chain(
+        0.0,
+        1000.0,
+        flat(10.0),
+        [100.0, 300.0, 600.0],
+        [30.0, 60.0, 0.0],
+        [None] * 3,
+        [True] * 3,
+        [None] * 3,
+    )
+    assert ch.etas == [
+        pytest.approx(1010.0),
+        pytest.approx(1010.0 + 30.0 + 20.0),
+        pytest.approx(1060.0 + 60.0 + 30.0),
+    ]
+    assert ch.dists == [pytest.approx(100.0), pytest.approx(300.0), pytest.approx(600.0)]
+    assert ch.moved == [0, 1, 2]
+
+
+def test_chain_skips_inactive_stops_and_their_service() -> None:
+    ch = chain(
+        0.0,
+        0.0,
+        flat(10.0),
+        [100.0, 300.0, 600.0],
+        [30.0, 60.0, 0.0],
+        [None] * 3,
+        [True, False, True],
+        [None] * 3,
+    )
+    assert ch.etas[1] is None and ch.dists[1] is None
+    assert ch.etas[2] == pytest.approx(60.0 + 30.0)
+
+
+def test_chain_waits_for_a_window_and_carries_the_wait_forward() -> None:
+    ch = chain(
+        0.0,
+        0.0,
+        flat(10.0),
+        [100.0, 200.0],
+        [50.0, 0.0],
+        [500.0, None],
+        [True, True],
+        [None, None],
+    )
+    assert ch.etas[0] == pytest.approx(500.0)
+    assert ch.etas[1] == pytest.approx(500.0 + 50.0 + 10.0)
+    opened = chain(0.0, 0.0, flat(10.0), [100.0], [0.0], [5.0], [True], [None])
+    assert opened.etas[0] == pytest.approx(10.0)
+
+
+def test_a_stop_behind_is_reached_by_going_back() -> None:
+    ch = chain(
+        500.0, 0.0, flat(10.0), [200.0, 900.0], [0.0, 0.0], [None] * 2, [True] * 2, [None] * 2
+    )
+    assert ch.dists == [pytest.approx(300.0), pytest.approx(1000.0)]
+
+
+def test_moved_needs_both_thirty_seconds_and_five_percent() -> None:
+    # Stop 0 is ~100 s away, stop 1 ~1000 s away.
+    base = chain(
+        0.0, 0.0, flat(10.0), [1000.0, 10000.0], [0.0, 0.0], [None] * 2, [True] * 2, [None] * 2
+    )
+    published = list(base.etas)
+    same = chain(
+        0.0, 0.0, flat(10.0), [1000.0, 10000.0], [0.0, 0.0], [None] * 2, [True] * 2, published
+    )
+    assert same.moved == []
+    # 35 s later: more than 30 s for both, 35 % of the first but only ~3.4 % of the second.
+    later = chain(
+        0.0, 35.0, flat(10.0), [1000.0, 10000.0], [0.0, 0.0], [None] * 2, [True] * 2, published
+    )
+    assert later.moved == [0]
+    # 80 s later: more than 5 % of the second too.
+    much = chain(
+        0.0, 80.0, flat(10.0), [1000.0, 10000.0], [0.0, 0.0], [None] * 2, [True] * 2, published
+    )
+    assert much.moved == [0, 1]
+
+
+def test_chain_uses_the_recent_speed_first_then_the_long_run_one() -> None:
+    ch = chain(
+        0.0,
+        0.0,
+        Pace(5.0, 20.0, 100.0),
+        [250.0, 2500.0],
+        [0.0, 0.0],
+        [None] * 2,
+        [True] * 2,
+        [None] * 2,
+    )
+    assert ch.etas[0] == pytest.approx(50.0)
+    assert ch.etas[1] == pytest.approx(200.0)
+    assert math.isclose(ch.dists[1] or 0.0, 2500.0)
