@@ -118,15 +118,24 @@ def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-async def post_fixes(srv: Server, dev: DeviceCreds, fixes: Sequence[Fix], batch: int = 1) -> None:
+async def post_fixes(
+    srv: Server, dev: DeviceCreds, fixes: Sequence[Fix], batch: int = 1, strict: bool = True
+) -> list[Fix]:
+    """Post `fixes` in batches; returns those stored (with `strict`, all must be)."""
+    stored: list[Fix] = []
     async with srv.client() as client:
         for i in range(0, len(fixes), batch):
-            pings = [ping_json(f) for f in fixes[i : i + batch]]
+            chunk = fixes[i : i + batch]
             r = await client.post(
-                "/api/v1/positions", json={"positions": pings}, headers=dev.headers
+                "/api/v1/positions",
+                json={"positions": [ping_json(f) for f in chunk]},
+                headers=dev.headers,
             )
             assert r.status_code == 202, r.text
-            assert r.json()["stored"] == len(pings), r.text
+            rejected = {x["index"] for x in r.json()["rejects"]}
+            assert not (strict and rejected), r.text
+            stored.extend(f for k, f in enumerate(chunk) if k not in rejected)
+    return stored
 
 
 def ping_json(f: Fix) -> Json:
@@ -197,9 +206,13 @@ def drive(
 
 
 def offline_events(
-    route: Json, path: list[tuple[float, float]], fixes: Sequence[Fix]
+    route: Json,
+    path: list[tuple[float, float]],
+    fixes: Sequence[Fix],
+    commands: dict[int, tuple[int, str, datetime]] | None = None,
 ) -> list[Json]:
-    """The events the pure core produces for `fixes` in one uninterrupted replay."""
+    """The events the pure core produces for `fixes` in one uninterrupted replay, with
+    stop status changes `commands[k] = (stop_id, status, time)` made before fix k."""
     stops = tuple(
         Stop(
             s["id"],
@@ -225,7 +238,14 @@ def offline_events(
     )
     state = progress.start(plan)
     out: list[Json] = []
-    for fix in fixes:
+    for k, fix in enumerate(fixes):
+        if commands and k in commands:
+            stop_id, status, when = commands[k]
+            state, events = progress.set_status(plan, state, stop_id, status, when)
+            out.extend(
+                {"type": e.type, "time": e.time, "stop_id": e.stop_id, "data": e.data}
+                for e in events
+            )
         state, events, _ = progress.step(plan, state, fix, progress.EtaConfig())
         out.extend(
             {"type": e.type, "time": e.time, "stop_id": e.stop_id, "data": e.data} for e in events
@@ -624,3 +644,50 @@ async def test_route_created_on_another_instance_is_picked_up_within_the_cache_t
     arrived = [e for e in events if e["type"] == "stop.arrived"]
     # The arrival is timed by the first waiting ping: nothing stored was skipped.
     assert [(e["stop_id"], e["time"]) for e in arrived] == [(route["stops"][0]["id"], t1)]
+
+
+async def test_explicit_arrival_completes_on_departure_only_at_the_stop(
+    server: Server, db: asyncpg.Pool
+) -> None:
+    start = datetime(2020, 4, 1, 8, tzinfo=UTC)
+    outcomes: dict[float, tuple[str, list[str]]] = {}
+    for where_m in (300.0, STOP_AT_M[0]):  # far from stop 1, then right at it
+        dev = await add_device(server)
+        route = await create_route(server, route_body(dev, start))
+        stop1 = route["stops"][0]["id"]
+        # Driving through at speed: the geofence alone is no arrival.
+        await post_fixes(server, dev, drive(start, until_m=where_m))
+        assert (await get_route(server, route["id"]))["stops"][0]["status"] == "pending"
+        r = await patch_stop(server, route["id"], stop1, {"status": "arrived"}, dev.headers)
+        assert r.status_code == 200 and r.json()["stops"][0]["status"] == "arrived"
+        later = start + timedelta(minutes=5)
+        await post_fixes(
+            server,
+            dev,
+            [
+                Fix(
+                    0,
+                    later + timedelta(seconds=5 * k),
+                    LAT,
+                    lon_at(where_m + 100.0 * (k + 1)),
+                    speed=10.0,
+                )
+                for k in range(4)
+            ],
+        )
+        final = await get_route(server, route["id"])
+        kinds = [e["type"] for e in await stored_events(db, route["id"]) if e["stop_id"] == stop1]
+        outcomes[where_m] = (final["stops"][0]["status"], kinds)
+    # Tapped "arrived" away from the pin: driving on does not deliver it by itself.
+    status, kinds = outcomes[300.0]
+    assert status == "arrived"
+    assert "stop.arrived" in kinds
+    assert "stop.departed" not in kinds and "stop.completed" not in kinds
+    # Tapped at the stop: leaving its geofence completes it, as an automatic arrival would.
+    status, kinds = outcomes[STOP_AT_M[0]]
+    assert status == "completed"
+    assert kinds[kinds.index("stop.arrived") :][:3] == [
+        "stop.arrived",
+        "stop.departed",
+        "stop.completed",
+    ]
