@@ -70,9 +70,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serving(
-    rt: Runtime, exception_handlers: Mapping[Any, Any]
-) -> AsyncIterator[int | None]:
+async def serving(rt: Runtime, exception_handlers: Mapping[Any, Any]) -> AsyncIterator[int | None]:
     """Run the listener while the context is open when the settings ask for one.
 
     Yields the port it listens on (None when disabled). A port that cannot be bound
