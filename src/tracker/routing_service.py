@@ -57,6 +57,12 @@ _PLANS = 1024  # route plans kept per instance (a plan is built once per route)
 _EPSILON = timedelta(microseconds=1)
 
 
+# Called inside the transaction that stores events, with the device's unique id and each
+# event with its id: the place for work that must happen exactly once per stored event
+# (a webhook outbox, say), committed or rolled back with it.
+EventSink = Callable[[asyncpg.Connection, str, list[tuple[int, Event]]], Awaitable[None]]
+
+
 class RouteInvalid(ValueError):
     """A route that cannot be planned (the message says why)."""
 
@@ -159,6 +165,7 @@ class RoutingService:
         self._plans: OrderedDict[int, RoutePlan] = OrderedDict()
         # device id -> [lock, requests using it]: one waiter per device holds a connection
         self._locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
+        self.event_sinks: list[EventSink] = []
 
     # -- ingest hook ------------------------------------------------------------------------
 
@@ -182,7 +189,7 @@ class RoutingService:
                 seen = self._seen.get(device.id)
                 if seen is not None and newest <= seen:
                     return
-                outcome = await self._advance(device.id, fixes[0].time)
+                outcome = await self._advance(device, fixes[0].time)
         finally:
             users[0] -= 1
             if users[0] == 0:
@@ -191,8 +198,9 @@ class RoutingService:
             await self._publish(device.unique_id, *outcome)
 
     async def _advance(
-        self, device_id: int, first: datetime
+        self, device: Device, first: datetime
     ) -> tuple[list[Event], JsonDict | None] | None:
+        device_id = device.id
         async with self._pool.acquire() as conn, conn.transaction():
             await store.lock_device(conn, device_id)
             head = await store.active_route(conn, device_id)
@@ -224,7 +232,7 @@ class RoutingService:
             if not events:
                 return None
             await store.save_stops(conn, head.id, stop_values(plan, state, latest))
-            await store.insert_events(conn, events)
+            await self._store_events(conn, device.unique_id, events)
             route = await store.route_by_id(conn, head.id)
         return events, route
 
@@ -313,9 +321,10 @@ class RoutingService:
                 new_status = store.COMPLETED if state.completed else head.status
                 await store.save_state(conn, route_id, state.to_json(), state.off_route, new_status)
                 await store.save_stops(conn, route_id, stop_values(plan, state, etas))
-                await store.insert_events(conn, events)
             body = await store.route_by_id(conn, route_id)
-        assert body is not None
+            assert body is not None
+            if events:
+                await self._store_events(conn, body["device"], events)
         if events:
             await self._publish(body["device"], events, body)
         return body
@@ -342,6 +351,14 @@ class RoutingService:
         self._plans[route_id] = plan
         while len(self._plans) > _PLANS:
             self._plans.popitem(last=False)
+
+    async def _store_events(
+        self, conn: asyncpg.Connection, device: str, events: list[Event]
+    ) -> None:
+        ids = await store.insert_events(conn, events)
+        stored = list(zip(ids, events, strict=True))
+        for sink in self.event_sinks:
+            await sink(conn, device, stored)
 
     async def _publish(self, device: str, events: list[Event], route: JsonDict | None) -> None:
         for event in events:

@@ -691,3 +691,53 @@ async def test_explicit_arrival_completes_on_departure_only_at_the_stop(
         "stop.departed",
         "stop.completed",
     ]
+
+
+async def test_event_sinks_run_in_the_storing_transaction(
+    server: Server, device: DeviceCreds, db: asyncpg.Pool
+) -> None:
+    from tracker.routing_service import RoutingService
+
+    service = server.runtime.extras["routing"]
+    assert isinstance(service, RoutingService)
+    seen: list[tuple[str, list[tuple[int, str]]]] = []
+    fail = False
+
+    async def sink(conn: asyncpg.Connection, dev: str, events: list[tuple[int, Any]]) -> None:
+        # The events are visible here, uncommitted, on the same connection.
+        ids = [i for i, _ in events]
+        assert await conn.fetchval("SELECT count(*) FROM events WHERE id = ANY($1)", ids) == len(
+            ids
+        )
+        seen.append((dev, [(i, e.type) for i, e in events]))
+        if fail:
+            raise RuntimeError("outbox unavailable")
+
+    start = datetime(2020, 5, 1, 8, tzinfo=UTC)
+    route = await create_route(server, route_body(device, start))
+    service.event_sinks.append(sink)
+    try:
+        await post_fixes(
+            server, device, drive(start, until_m=900.0, dwell_at_m=600.0, dwell_s=60.0)
+        )
+        stored = await stored_events(db, route["id"])
+        rows = await db.fetch(
+            "SELECT id, type FROM events WHERE route_id = $1 ORDER BY id", route["id"]
+        )
+        assert "stop.arrived" in [r["type"] for r in rows]
+        assert [x for _, batch in seen for x in batch] == [(r["id"], r["type"]) for r in rows]
+        assert {dev for dev, _ in seen} == {device.unique_id}
+        # A sink that fails undoes the change it was told about: all or nothing.
+        fail = True
+        stop2 = route["stops"][1]["id"]
+        async with server.client() as client:
+            r = await client.patch(
+                f"/api/v1/routes/{route['id']}/stops/{stop2}",
+                json={"status": "skipped"},
+                headers=admin_headers(),
+            )
+        assert r.status_code == 500
+        assert await stored_events(db, route["id"]) == stored
+        assert (await get_route(server, route["id"]))["stops"][1]["status"] == "pending"
+    finally:
+        service.event_sinks.remove(sink)

@@ -272,15 +272,29 @@ async def save_stops(conn: asyncpg.Connection, route_id: int, stops: Sequence[St
     )
 
 
-async def insert_events(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
-    """Append events to the history."""
+async def insert_events(conn: asyncpg.Connection, events: Sequence[Event]) -> list[int]:
+    """Append events to the history; returns their ids, in the order given."""
     if not events:
-        return
-    await conn.executemany(
-        "INSERT INTO events (type, time, device_id, route_id, stop_id, data) "
-        "VALUES ($1, $2, $3, $4, $5, $6)",
-        [(e.type, e.time, e.device_id, e.route_id, e.stop_id, e.data) for e in events],
+        return []
+    rows = await conn.fetch(
+        """
+        INSERT INTO events (type, time, device_id, route_id, stop_id, data)
+        SELECT e.type, e.time, e.device_id, e.route_id, e.stop_id, e.data
+        FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[],
+                    $6::jsonb[]) WITH ORDINALITY AS e(type, time, device_id, route_id, stop_id,
+                                                      data, n)
+        ORDER BY e.n
+        RETURNING id
+        """,
+        [e.type for e in events],
+        [e.time for e in events],
+        [e.device_id for e in events],
+        [e.route_id for e in events],
+        [e.stop_id for e in events],
+        [e.data for e in events],
     )
+    # Ids come from a sequence in insertion order, which follows the ordinality.
+    return sorted(r["id"] for r in rows)
 
 
 _ROUTE_COLUMNS = """
