@@ -199,7 +199,7 @@ class RoutingService:
 
     async def _advance(
         self, device: Device, first: datetime
-    ) -> tuple[list[Event], JsonDict | None] | None:
+    ) -> tuple[list[Event], JsonDict] | None:
         device_id = device.id
         async with self._pool.acquire() as conn, conn.transaction():
             await store.lock_device(conn, device_id)
@@ -223,18 +223,18 @@ class RoutingService:
                 if len(fixes) < _BATCH:
                     break
                 after = fixes[-1].time
-            if state.last_fix_time is not None:
-                self._seen[device_id] = state.last_fix_time
-            if latest is None:
-                return None
-            status = store.COMPLETED if state.completed else store.ACTIVE
-            await store.save_state(conn, head.id, state.to_json(), state.off_route, status)
-            if not events:
-                return None
-            await store.save_stops(conn, head.id, stop_values(plan, state, latest))
-            await self._store_events(conn, device.unique_id, events)
-            route = await store.route_by_id(conn, head.id)
-        return events, route
+            route: JsonDict | None = None
+            if latest is not None:
+                status = store.COMPLETED if state.completed else store.ACTIVE
+                await store.save_state(conn, head.id, state.to_json(), state.off_route, status)
+            if latest is not None and events:
+                await store.save_stops(conn, head.id, stop_values(plan, state, latest))
+                await self._store_events(conn, device.unique_id, events)
+                route = await store.route_by_id(conn, head.id)
+        # Only once committed: a rolled-back round must not hide these pings next time.
+        if state.last_fix_time is not None:
+            self._seen[device_id] = state.last_fix_time
+        return (events, route) if route is not None else None
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -246,8 +246,11 @@ class RoutingService:
         path: tuple[tuple[float, float], ...],
         straight_line: bool,
         now: datetime,
+        tracking: Sequence[bytes] | None = None,
     ) -> JsonDict:
         """Store a new active route for `device`; raises RouteInvalid if it cannot be planned.
+
+        `tracking`: the digests of the stops' customer tracking tokens, in stop order.
 
         ETAs before the first ping assume the drive starts at the later of the planned start
         and `now`, from the beginning of the path.
@@ -274,7 +277,7 @@ class RoutingService:
             state = progress.start(plan)
             etas = progress.current(plan, state, now, self._cfg)
             await store.insert_route(
-                conn, route, state.to_json(), {e.stop_id: e.eta for e in etas.etas}
+                conn, route, state.to_json(), {e.stop_id: e.eta for e in etas.etas}, tracking
             )
             body = await store.route_by_id(conn, route_id)
         assert body is not None
