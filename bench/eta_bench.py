@@ -91,6 +91,11 @@ def build(n_stops: int = 100, spacing_m: float = 400.0) -> tuple[Route, list[Fix
             fixes.append(Fix(1, t0 + timedelta(seconds=t), lat, lon, speed=speed, accuracy=8.0))
             t += 1
         s += 10.0
+    for _ in range(30):  # drive on, so the last stop is left and the route completes
+        x, y = at(s)
+        lat, lon = to_latlon(x + rng.gauss(0, 4.0), y + rng.gauss(0, 4.0))
+        fixes.append(Fix(1, t0 + timedelta(seconds=t), lat, lon, speed=10.0, accuracy=8.0))
+        t, s = t + 1, s + 10.0
     return route, fixes
 
 
@@ -147,12 +152,14 @@ def main() -> None:
         # The cost of materialising 100 StopEta (datetimes included), paid by whoever reads
         # Progress.etas: time it on fresh Progress objects from the same step.
         state, fix = mid
-        fresh = [prog.step(plan, state, fix, cfg)[2] for _ in range(1000)]
-        t = time.perf_counter()
-        for p in fresh:
-            assert p is not None
-            _ = p.etas
-        build_us = (time.perf_counter() - t) / len(fresh) * 1e6
+        spent = []
+        for _ in range(1000):
+            fresh = prog.step(plan, state, fix, cfg)[2]
+            assert fresh is not None
+            t0 = time.perf_counter_ns()
+            _ = fresh.etas
+            spent.append((time.perf_counter_ns() - t0) / 1e3)
+        build_us = statistics.median(spent)
         print(f"reading Progress.etas (100 StopEta, built on first access): {build_us:.1f} us")
     verdict = "meets" if statistics.median(best) <= 100.0 else "MISSES"
     print(f"target median <= 100 us: {verdict}")

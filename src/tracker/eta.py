@@ -6,11 +6,14 @@ Three pure pieces the per-route state machine (`progress`) combines:
   the progress already made and prices candidates that are implausibly far behind or
   ahead, so a loop, a U-turn or a path that passes itself cannot make progress jump to
   another pass over the same street.
-- `SpeedEstimate` is the speed along the route averaged over the last minutes (red lights
-  and traffic included, time at delivery stops excluded), blended with the planned speed
-  as a prior worth a fixed number of seconds of observation: thin data or a long wait pull
-  the estimate toward the plan rather than to zero.
-- `chain` turns a start point, a speed and the remaining stops into arrival times: travel
+- `SpeedEstimate` is the speed along the route averaged over a recent stretch of time (red
+  lights and traffic included, time at delivery stops excluded), blended with the planned
+  speed as a prior worth a fixed number of seconds of observation: thin data or a long
+  wait pull the estimate toward the plan rather than to zero.
+- `Pace` says how the rest of the drive goes: the recent speed for the next minutes, the
+  long-run (planned) speed after that, since the street a vehicle is in now says little
+  about the roads twenty minutes ahead.
+- `chain` turns a start point, a pace and the remaining stops into arrival times: driving
   plus the service times of the stops before, never earlier than a stop's window opens.
 """
 
@@ -131,7 +134,13 @@ class SpeedEstimate:
         return SpeedEstimate(self.distance_m * keep + max(0.0, moved_m), self.time_s * keep + dt_s)
 
     def speed(self, prior_mps: float, prior_s: float, low: float, high: float) -> float:
-        """Observed speed blended with the prior, held within [low, high] m/s."""
+        """Observed speed blended with the prior, held within [low, high] m/s.
+
+        The prior counts as `prior_s` seconds of driving at `prior_mps`; an infinite
+        weight means the prior alone.
+        """
+        if math.isinf(prior_s):
+            return min(high, max(low, prior_mps))
         v = (self.distance_m + prior_mps * prior_s) / (self.time_s + prior_s)
         return min(high, max(low, v))
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import shapely
+
 from tracker import motion
 from tracker.eta import Chain, Pace, PathIndex, SpeedEstimate, chain
 from tracker.geo import LocalProjection
@@ -41,9 +43,13 @@ class EtaConfig:
     speed_prior_s: float = 60.0  # the planned speed counts as this many seconds of driving
     speed_tau_s: float = 120.0  # observed speed fades with this time constant
     near_s: float = 120.0
-    # Beyond that, the long-run speed: the plan, corrected by the whole drive so far. The
-    # plan weighs as much as half an hour of observation, because a street seen now says
-    # little about the roads twenty minutes ahead.
+    # Beyond that, the long-run speed: the plan, corrected by the whole drive so far. How
+    # much the plan weighs depends on where it comes from. A route's own planned times
+    # already reflect the roads ahead, while the drive so far was on other roads: in the
+    # real-drive backtests learning the long-run speed only made far ETAs worse against a
+    # calibrated schedule, so by default such a plan is kept (infinite weight). A bare
+    # default speed is a guess, and half an hour of driving outweighs it.
+    scheduled_prior_s: float = math.inf
     trend_prior_s: float = 1800.0
     trend_tau_s: float = 3600.0
     min_speed_mps: float = 1.0
@@ -108,6 +114,21 @@ class _Ledger(NamedTuple):
     etas: list[float | None]
     dists: list[float | None]
 
+    def all(self) -> tuple[StopEta, ...]:
+        arrived = StopStatus.ARRIVED
+        out = []
+        # One tight pass: this runs for every published update of a long route.
+        for sid, seq, st, e, d in zip(
+            self.ids, self.seqs, self.stops, self.etas, self.dists, strict=True
+        ):
+            if e is not None:
+                out.append(StopEta(sid, seq, st.status, _utc(e), d))
+            elif st.status == arrived and st.arrived_s is not None:
+                out.append(StopEta(sid, seq, st.status, _utc(st.arrived_s), 0.0))
+            else:
+                out.append(StopEta(sid, seq, st.status, None, None))
+        return tuple(out)
+
     def one(self, k: int) -> StopEta:
         st = self.stops[k]
         e = self.etas[k]
@@ -169,8 +190,7 @@ class Progress:
         """Every stop's status and ETA, in sequence order."""
         if self._built is None:
             assert self._ledger is not None
-            one = self._ledger.one
-            self._built = tuple([one(k) for k in range(len(self._ledger.ids))])
+            self._built = self._ledger.all()
         return self._built
 
     def eta_for(self, stop_id: int) -> StopEta | None:
@@ -228,8 +248,8 @@ class Progress:
         )
 
 
-def _utc(epoch_s: float) -> datetime:
-    return datetime.fromtimestamp(epoch_s, UTC)
+def _utc(epoch_s: float, _at: Any = datetime.fromtimestamp) -> datetime:
+    return _at(epoch_s, UTC)  # type: ignore[no-any-return]
 
 
 class RoutePlan:
@@ -239,12 +259,14 @@ class RoutePlan:
         "along_m",
         "index",
         "max_radius_m",
+        "max_reach_m",
         "opens_s",
         "planned_average_mps",
         "planned_speed_mps",
         "position",
         "projection",
         "radius_m",
+        "reach_m",
         "route",
         "seqs",
         "service_s",
@@ -267,9 +289,14 @@ class RoutePlan:
         self.index = PathIndex(self.projection.line(route.path))
         self.xy = tuple(self.projection.many_to_xy([(s.lat, s.lon) for s in stops]))
         self.along_m = tuple(self.index.locate_in_order(self.xy, tolerance_m=25.0))
+        self.radius_m = tuple(s.radius_m for s in stops)
+        # A stop set back from the path (a yard, a depot) is reached by leaving the path:
+        # within this distance of the stop a vehicle is on its way in or out, not astray.
+        offsets = shapely.distance(self.index.line, shapely.points(list(self.xy)))
+        self.reach_m = tuple(max(r, float(d)) for r, d in zip(self.radius_m, offsets, strict=True))
+        self.max_reach_m = max(self.reach_m)
         self.stop_ids = tuple(ids)
         self.seqs = tuple(s.seq for s in stops)
-        self.radius_m = tuple(s.radius_m for s in stops)
         self.max_radius_m = max(self.radius_m)
         self.service_s = tuple(max(0.0, s.service_s) for s in stops)
         self.opens_s = tuple(
@@ -302,6 +329,10 @@ class RoutePlan:
         # A straight-line path is shorter than the roads, so progress along it is slower.
         v = cfg.planned_speed_mps
         return v / cfg.detour_factor if self.straight_line else v
+
+    def trend_prior_s(self, cfg: EtaConfig) -> float:
+        """How many seconds of observed driving the planned speed is worth in the long run."""
+        return cfg.trend_prior_s if self.planned_speed_mps is None else cfg.scheduled_prior_s
 
     def average_speed(self, cfg: EtaConfig) -> float:
         """The route's average planned speed, stops included (m/s): what a naive ETA uses."""
@@ -405,7 +436,8 @@ class RouteState:
                 x=None if xy is None else float(xy[0]),
                 y=None if xy is None else float(xy[1]),
                 speed=SpeedEstimate(float(data["speed"][0]), float(data["speed"][1])),
-                trend=SpeedEstimate(float(data["trend"][0]), float(data["trend"][1])),
+                # States saved before the long-run estimate existed start it afresh.
+                trend=SpeedEstimate(*(float(v) for v in data.get("trend", (0.0, 0.0)))),
                 stay=None
                 if stay is None
                 else motion.Stay(float(stay[0]), float(stay[1]), float(stay[2])),
@@ -500,7 +532,7 @@ def _pace(plan: RoutePlan, state: RouteState, cfg: EtaConfig) -> Pace:
     lo, hi = cfg.min_speed_mps, cfg.max_speed_mps
     return Pace(
         state.speed.speed(prior, cfg.speed_prior_s, lo, hi),
-        state.trend.speed(prior, cfg.trend_prior_s, lo, hi),
+        state.trend.speed(prior, plan.trend_prior_s(cfg), lo, hi),
         cfg.near_s,
     )
 
@@ -569,23 +601,12 @@ def step(
         loc = index.locate(x, y, (lo, p + reach), (p, hi))
     far = loc.offset_m - slack > cfg.off_route_m
 
-    # 2. Off route after several far fixes in a row; back on after several near ones.
-    off_route = state.off_route
-    flips = state.flip_fixes + 1 if far != off_route else 0
-    if not off_route and flips >= cfg.off_route_fixes:
-        off_route, flips = True, 0
-        emit(EventType.OFF_ROUTE, distance_m=round(loc.offset_m, 1), progress_m=round(p, 1))
-    elif off_route and flips >= cfg.back_on_route_fixes:
-        off_route, flips = False, 0
-        emit(EventType.BACK_ON_ROUTE, progress_m=round(max(p, loc.along_m), 1))
-
-    # 3. Progress moves with a trustworthy location: forward while moving, back only
+    # 2. Progress moves with a trustworthy location: forward while moving, back only
     # beyond the noise; a vehicle standing still stays put, however its fixes scatter.
     stay = motion.Stay(x, y, t) if state.stay is None else state.stay
     stay = stay.update(x, y, t, cfg.stay_radius_m)
-    still = (fix.speed is not None and 0.0 <= fix.speed < cfg.still_mps) or stay.duration(
-        t
-    ) >= cfg.dwell_s
+    stopped = fix.speed is not None and 0.0 <= fix.speed < cfg.still_mps
+    still = stopped or stay.duration(t) >= cfg.dwell_s
     new_p = p
     if not far:
         moved = loc.along_m - p
@@ -594,7 +615,7 @@ def step(
         if moved < -band or moved > (band if still else 0.0):
             new_p = loc.along_m
 
-    # 4. Geofences: departure from the stop being served, else arrival at a pending one.
+    # 3. Geofences: departure from the stop being served, else arrival at a pending one.
     stops = state.stops
     at = state.at_stop
     outside_fixes = state.outside_fixes
@@ -614,6 +635,18 @@ def step(
             sx, sy = plan.xy[k]
             emit(EventType.ARRIVED, k, distance_m=round(math.hypot(x - sx, y - sy), 1))
             at, outside_fixes = k, 0
+
+    # 4. Off route after several far fixes in a row, back on after several near ones; a
+    # vehicle at or by a stop (a yard, a depot set back from the road) is where it should be.
+    astray = far and at is None and not _by_a_stop(plan, stops, x, y, new_p, slack, cfg)
+    off_route = state.off_route
+    flips = state.flip_fixes + 1 if astray != off_route else 0
+    if not off_route and flips >= cfg.off_route_fixes:
+        off_route, flips = True, 0
+        emit(EventType.OFF_ROUTE, distance_m=round(loc.offset_m, 1), progress_m=round(p, 1))
+    elif off_route and flips >= cfg.back_on_route_fixes:
+        off_route, flips = False, 0
+        emit(EventType.BACK_ON_ROUTE, progress_m=round(max(p, loc.along_m), 1))
 
     # 5. Learn the speed from progress on the path between stops (service time is planned).
     speed, trend = state.speed, state.trend
@@ -700,6 +733,26 @@ def _depart(
         emit(EventType.COMPLETED, k, auto=True)
         return _with(stops, k, replace(st, status=StopStatus.COMPLETED, departed_s=t, done_s=t))
     return _with(stops, k, replace(st, departed_s=t))
+
+
+def _by_a_stop(
+    plan: RoutePlan,
+    stops: tuple[StopState, ...],
+    x: float,
+    y: float,
+    along: float,
+    slack: float,
+    cfg: EtaConfig,
+) -> bool:
+    """At a stop near the current progress, or on the way between it and the path."""
+    near = plan.max_reach_m + slack + cfg.jitter_m
+    lo = bisect_left(plan.along_m, along - near)
+    hi = bisect_right(plan.along_m, along + near)
+    for k in range(lo, hi):
+        sx, sy = plan.xy[k]
+        if math.hypot(x - sx, y - sy) <= plan.reach_m[k] + slack + cfg.depart_margin_m:
+            return True
+    return False
 
 
 def _arrival(

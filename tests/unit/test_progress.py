@@ -224,6 +224,22 @@ def test_time_spent_serving_a_stop_does_not_slow_the_speed_estimate() -> None:
     assert ps[-1].speed_mps == pytest.approx(before, rel=0.02)
 
 
+def test_a_stop_set_back_from_the_road_is_a_visit_not_a_detour() -> None:
+    # The stop is a yard 150 m north of the path; the vehicle drives in, waits, drives out.
+    r = route(STRAIGHT, [(1000, 150)], service_s=60.0)
+    plan = prog.plan(r)
+    yard_in = [fix(101 + i, 1000, 10.0 * i, 5.0) for i in range(1, 16)]
+    yard_out = [fix(196 + i, 1000, 150 - 10.0 * i, 5.0) for i in range(1, 16)]
+    fixes = drive(0, 1000, 0) + yard_in + wait(1000, 116, 80, y=150) + yard_out
+    fixes += drive(1000, 1500, 212)
+    # The same excursion with no stop there is a detour.
+    detour = prog.plan(route(STRAIGHT, [(3000, 0)]))
+    assert EventType.OFF_ROUTE in types(run(detour, fixes)[1])
+    _, events, _ = run(plan, fixes)
+    assert EventType.OFF_ROUTE not in types(events)
+    assert types(events, 10)[-3:] == [EventType.ARRIVED, EventType.DEPARTED, EventType.COMPLETED]
+
+
 def test_passing_a_stop_at_speed_is_not_an_arrival() -> None:
     r = route(STRAIGHT, [(1000, 0), (3000, 0)])
     plan = prog.plan(r)
@@ -462,6 +478,27 @@ def test_planned_arrivals_set_the_prior_speed() -> None:
     # 3000 m in 400 s of which 100 s is service at the first stop.
     assert plan.prior_speed(CFG) == pytest.approx(3000.0 / 300.0, rel=1e-3)
     assert plan.average_speed(CFG) == pytest.approx(3000.0 / 400.0, rel=1e-3)
+
+
+def test_a_default_speed_is_corrected_by_the_drive_but_a_schedule_is_kept() -> None:
+    far = 40_000.0
+    path = [(0.0, 0.0), (far + 100.0, 0.0)]
+    default = prog.plan(route(path, [(far, 0)]))
+    v0 = CFG.planned_speed_mps
+    timed = (Stop(10, 1, *ll(far, 0), planned_arrival=T0 + timedelta(seconds=far / v0)),)
+    scheduled = prog.plan(Route(1, 7, T0, timed, tuple(ll(x, y) for x, y in path)))
+    assert scheduled.prior_speed(CFG) == pytest.approx(v0, rel=1e-3)
+    fast = drive(0, 18_000, 0, speed=15.0)  # 20 minutes at 15 m/s, nearly twice the plan
+    _, _, by_default = run(default, fast)
+    _, _, by_schedule = run(scheduled, fast)
+    left = far - 18_000.0
+    default_s = (eta_of(by_default[-1], 10) - by_default[-1].time).total_seconds()
+    schedule_s = (eta_of(by_schedule[-1], 10) - by_schedule[-1].time).total_seconds()
+    # The schedule's speed holds beyond the next couple of minutes ...
+    assert schedule_s == pytest.approx(CFG.near_s + (left - 15.0 * CFG.near_s) / v0, rel=0.02)
+    # ... while a default guess gives way to the speed actually driven.
+    assert default_s < schedule_s - 300.0
+    assert default_s > left / 15.0
 
 
 def test_progress_lists_every_stop_in_sequence() -> None:
