@@ -248,6 +248,48 @@ async def test_route_summary_shows_next_stop_and_eta(
     only_tiles_left_the_machine(tab)
 
 
+async def test_real_route_progress_reaches_the_map(
+    tab: BrowserTab, srv: Server, drive: list[Fix]
+) -> None:
+    """A route planned through the API, a ping along the real drive: the map shows the
+    server's own next stop and ETA for it."""
+    page = await open_signed_in(tab, srv)
+    device = await add_device(srv, name="Planned van")
+    stops = [
+        {"name": "Kiosk am Eck", "lat": drive[400].lat, "lon": drive[400].lon},
+        {"name": "Apotheke", "lat": drive[800].lat, "lon": drive[800].lon},
+    ]
+    path = {
+        "type": "LineString",
+        "coordinates": [[f.lon, f.lat] for f in drive[100:801:5]],
+    }
+    now = datetime.now(UTC)
+    async with srv.client(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+        r = await client.post(
+            "/api/v1/routes",
+            json={
+                "device": device.unique_id,
+                "planned_start": now.isoformat(),
+                "stops": stops,
+                "path": path,
+            },
+        )
+        assert r.status_code == 201, r.text
+        route_id = r.json()["id"]
+        await post_fix(srv, device, drive[150], now - timedelta(seconds=1), speed=11.0)
+        await post_fix(srv, device, drive[160], now, speed=11.0)
+        item = page.locator(f'.vehicle-item[data-id="{device.unique_id}"]')
+        await expect(item.locator(".v-next")).to_contain_text(
+            "Next: Kiosk am Eck · ETA", timeout=TIMEOUT_MS
+        )
+        route = (await client.get(f"/api/v1/routes/{route_id}")).json()
+    first = route["stops"][0]
+    assert route["next_stop"] == first["id"] and first["eta"] is not None
+    eta = datetime.fromisoformat(first["eta"])
+    await expect(item.locator(".v-next")).to_have_text(f"Next: Kiosk am Eck · ETA {eta:%H:%M}")
+    only_tiles_left_the_machine(tab)
+
+
 async def test_reconnects_with_backoff_and_resyncs_from_the_snapshot(
     tab: BrowserTab, srv: Server, drive: list[Fix]
 ) -> None:
