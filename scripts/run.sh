@@ -21,7 +21,7 @@ echo "  admin token:          $TRACKER_ADMIN_TOKEN   (paste it into the map's si
 echo
 if [ "${DEMO_DRIVERS:-5}" != 0 ] && .venv/bin/tracker simulate --help >/dev/null 2>&1; then
     .venv/bin/tracker simulate --url "http://127.0.0.1:$PORT" --admin-token "$TRACKER_ADMIN_TOKEN" \
-        --drivers "${DEMO_DRIVERS:-5}" --speed "${DEMO_SPEED:-4}" &
+        --drivers "${DEMO_DRIVERS:-5}" --speed "${DEMO_SPEED:-2}" &
     demo=$!
 fi
 wait $server
