@@ -4,10 +4,14 @@ At every fix before a stop is reached, the ETA the live system would have publis
 it is a prediction; the time the vehicle actually got there is the truth. Errors are
 grouped by how far ahead the prediction was made (0-5, 5-15, 15-30, 30+ minutes) and
 compared with a naive baseline: remaining distance along the path divided by the route's
-planned speed, from the same progress measurement, with no learning and no service times.
+average planned speed, from the same progress measurement, with no learning and no
+service times.
 
 Stops come from a file or are detected where the vehicle dwelled (and the end of the drive
-is the final destination); the planned path comes from a file or is the track itself.
+is the final destination); the planned path comes from a file or is the track itself. The
+plan's timing comes from the stops' planned arrival times, from a fixed speed, or, by
+default, is calibrated to the drive: the last stop planned at its actual arrival, so the
+baseline's average speed is the drive's true one (the strongest constant-speed baseline).
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class Scenario:
     actual: dict[int, float]  # stop id -> epoch seconds of the real arrival
     stops_source: str
     path_source: str
+    calibrated: bool = False
 
 
 @dataclass(frozen=True)
@@ -240,7 +245,7 @@ def scenario(
         path=route_path,
         straight_line=straight_line,
     )
-    return Scenario(fixes, route, actual, stops_source, path_source)
+    return Scenario(fixes, route, actual, stops_source, path_source, calibrate)
 
 
 def replay(sc: Scenario, cfg: prog.EtaConfig) -> Result:
@@ -319,6 +324,8 @@ def format_result(result: Result, name: str = "drive") -> str:
 
 
 def _plan_words(sc: Scenario) -> str:
+    if sc.calibrated:
+        return "calibrated (last stop planned at its actual arrival)"
     timed = [s for s in sc.route.stops if s.planned_arrival is not None]
     if not timed:
         return "fixed planned speed"
@@ -382,15 +389,14 @@ def _parser() -> argparse.ArgumentParser:
         "--path", metavar="PATH", help="planned path file: GeoJSON LineString or polyline"
     )
     ap.add_argument("--straight-line", action="store_true", help="no path: join the stops in order")
-    ap.add_argument("--speed-kmh", type=float, default=30.0, help="planned speed (default 30)")
     ap.add_argument(
-        "--service-s", type=float, default=60.0, help="planned service time of detected stops"
+        "--speed-kmh",
+        type=float,
+        help="plan the drive at this fixed speed; by default the plan is calibrated: the "
+        "last stop is planned at its actual arrival (unless the stops carry planned times)",
     )
     ap.add_argument(
-        "--calibrate",
-        action="store_true",
-        help="plan the last stop at its actual arrival time (baseline knows the true "
-        "average speed); overrides --speed-kmh",
+        "--service-s", type=float, default=60.0, help="planned service time of detected stops"
     )
     return ap
 
@@ -403,8 +409,14 @@ def main(argv: Sequence[str]) -> str:
     path = None
     if args.path:
         path = pathcodec.decode(Path(args.path).read_text(encoding="utf-8").strip())
-    sc = scenario(fixes, stops, path, args.straight_line, args.service_s, args.calibrate)
-    cfg = prog.EtaConfig(planned_speed_mps=args.speed_kmh / 3.6)
+    scheduled = stops is not None and any(s.planned_arrival for s in stops)
+    calibrate = args.speed_kmh is None and not scheduled
+    sc = scenario(fixes, stops, path, args.straight_line, args.service_s, calibrate)
+    cfg = prog.EtaConfig()
+    if args.speed_kmh is not None:
+        if not args.speed_kmh > 0:
+            raise ValueError("--speed-kmh must be positive")
+        cfg = prog.EtaConfig(planned_speed_mps=args.speed_kmh / 3.6)
     return format_result(replay(sc, cfg), Path(args.file).name)
 
 

@@ -181,10 +181,12 @@ def chain(
     published: Sequence[float | None],
     floor_s: float = 30.0,
     frac: float = 0.05,
+    lead_m: float = 0.0,
 ) -> Chain:
     """Arrival times and travel distances for the active stops, in order.
 
-    Travel starts at `start_m` along the path at `start_s` (epoch seconds). Each active
+    Travel starts at `start_m` along the path at `start_s` (epoch seconds), after
+    `lead_m` metres of driving to get there (back from a detour, say). Each active
     stop is reached after driving its cumulative distance at `pace`, plus the service
     times of the active stops before it and any wait for a window to open; a stop behind
     the start (passed without a visit) is reached by going back along the path. Inactive
@@ -199,7 +201,7 @@ def chain(
     dists: list[float | None] = []
     moved: list[int] = []
     pos = start_m
-    travelled = 0.0
+    travelled = lead_m
     extra = 0.0  # service and waiting so far
     reach = pace.near_mps * pace.near_s
     near_pace = 1.0 / pace.near_mps

@@ -487,25 +487,41 @@ def _all_done(stops: tuple[StopState, ...] | list[StopState]) -> bool:
     return all(s.status in StopStatus.DONE for s in stops)
 
 
+def _next_pending(stops: tuple[StopState, ...]) -> int | None:
+    """The first stop in sequence still to be visited."""
+    for k, st in enumerate(stops):
+        if st.status == StopStatus.PENDING:
+            return k
+    return None
+
+
 def _chain_start(
-    plan: RoutePlan, state: RouteState, t: float, pace: Pace, cfg: EtaConfig
-) -> tuple[float, float]:
-    """Where (metres along) and when (epoch s) the rest of the drive starts."""
+    plan: RoutePlan, state: RouteState, t: float, cfg: EtaConfig
+) -> tuple[float, float, float]:
+    """Where the rest of the drive starts: metres along the path, when (epoch s), and how
+    many metres must be driven first to get there."""
     at = state.at_stop
     if at is not None:
         st = state.stops[at]
         if st.status == StopStatus.ARRIVED and st.arrived_s is not None:
             # Still being served: the drive resumes when its service time is up.
-            return plan.along_m[at], max(t, st.arrived_s + plan.service_s[at])
-        return plan.along_m[at], t
+            return plan.along_m[at], max(t, st.arrived_s + plan.service_s[at]), 0.0
+        return plan.along_m[at], t, 0.0
+    if plan.straight_line and state.x is not None and state.y is not None:
+        # The stops joined by straight lines are no road to measure progress on: the
+        # way to the next stop is its own straight-line distance, like every later leg.
+        k = _next_pending(state.stops)
+        if k is not None:
+            sx, sy = plan.xy[k]
+            return plan.along_m[k], t, math.hypot(state.x - sx, state.y - sy)
     if state.off_route:
-        # Off the path: first reach the nearest point of the rest of it, crow-flies.
-        return state.rejoin_m, t + pace.drive_s(state.offset_m * cfg.detour_factor)
-    return state.progress_m, t
+        # Off the path: first back to it (crow-flies, times the detour factor).
+        return state.rejoin_m, t, state.offset_m * cfg.detour_factor
+    return state.progress_m, t, 0.0
 
 
 def _chain(plan: RoutePlan, state: RouteState, t: float, pace: Pace, cfg: EtaConfig) -> Chain:
-    start_m, start_s = _chain_start(plan, state, t, pace, cfg)
+    start_m, start_s, lead_m = _chain_start(plan, state, t, cfg)
     active = [s.status == StopStatus.PENDING for s in state.stops]
     return chain(
         start_m,
@@ -518,6 +534,7 @@ def _chain(plan: RoutePlan, state: RouteState, t: float, pace: Pace, cfg: EtaCon
         state.published,
         cfg.eta_change_s,
         cfg.eta_change_frac,
+        lead_m,
     )
 
 
@@ -599,7 +616,8 @@ def step(
         # doubles back on itself the pass ahead wins a tie.
         lo = p - cfg.jitter_m - slack - cfg.search_back_m
         loc = index.locate(x, y, (lo, p + reach), (p, hi))
-    far = loc.offset_m - slack > cfg.off_route_m
+    # A straight-line route is no road: being far from it is no detour.
+    far = not plan.straight_line and loc.offset_m - slack > cfg.off_route_m
 
     # 2. Progress moves with a trustworthy location: forward while moving, back only
     # beyond the noise; a vehicle standing still stays put, however its fixes scatter.
@@ -648,6 +666,16 @@ def step(
         off_route, flips = False, 0
         emit(EventType.BACK_ON_ROUTE, progress_m=round(max(p, loc.along_m), 1))
 
+    rejoin_m, offset_m = new_p, loc.offset_m
+    if off_route and far:
+        # Head back for the path before the next stop rather than wherever it passes
+        # nearest: a path that later comes close must not pull the ETAs past stops.
+        k = _next_pending(stops)
+        end = index.length_m if k is None else max(p, plan.along_m[k]) + plan.max_radius_m
+        lo = p - cfg.search_back_m
+        back = index.locate(x, y, (lo, end), (p, p), 1.0, cfg.first_fix_ahead_cost)
+        rejoin_m, offset_m = back.along_m, back.offset_m
+
     # 5. Learn the speed from progress on the path between stops (service time is planned).
     speed, trend = state.speed, state.trend
     if (
@@ -657,8 +685,15 @@ def step(
         and state.at_stop is None
         and at is None
     ):
-        speed = speed.learn(new_p - p, dt, cfg.speed_tau_s)
-        trend = trend.learn(new_p - p, dt, cfg.trend_tau_s)
+        moved = new_p - p
+        if plan.straight_line and state.x is not None and state.y is not None:
+            # Without a road to follow, progress is how much closer the next stop got.
+            k = _next_pending(stops)
+            if k is not None:
+                sx, sy = plan.xy[k]
+                moved = math.hypot(state.x - sx, state.y - sy) - math.hypot(x - sx, y - sy)
+        speed = speed.learn(moved, dt, cfg.speed_tau_s)
+        trend = trend.learn(moved, dt, cfg.trend_tau_s)
 
     completed = state.completed
     if not completed and _all_done(stops):
@@ -679,8 +714,8 @@ def step(
         outside_fixes=outside_fixes,
         off_route=off_route,
         flip_fixes=flips,
-        rejoin_m=loc.along_m if off_route else new_p,
-        offset_m=loc.offset_m,
+        rejoin_m=rejoin_m,
+        offset_m=offset_m,
         completed=completed,
     )
 
@@ -775,7 +810,9 @@ def _arrival(
     near = plan.max_radius_m + slack + cfg.jitter_m
     lo = bisect_left(plan.along_m, along - near)
     hi = bisect_right(plan.along_m, along + near)
-    for k in range(lo, hi):
+    following = _next_pending(stops)
+    candidates = range(lo, hi) if following is None else (following, *range(lo, hi))
+    for k in candidates:
         if stops[k].status != StopStatus.PENDING:
             continue
         sx, sy = plan.xy[k]

@@ -110,6 +110,7 @@ def test_cli_report_on_the_packaged_drive(capsys: pytest.CaptureFixture[str]) ->
     assert bt.run_cli([str(MUNICH)]) == 0
     out = capsys.readouterr().out
     assert "backtest: munich_drive.csv: 1194 fixes" in out
+    assert "plan: calibrated" in out
     assert "ours" in out and "naive baseline" in out
     for label in ("0-5 min", "5-15 min", "15-30 min", "30+ min"):
         assert label in out
@@ -135,6 +136,8 @@ def test_cli_with_given_stops_and_path(tmp_path: Path) -> None:
     path_file.write_text(to_polyline(bt.path_from_track(fixes)), encoding="utf-8")
     text = bt.main([str(MUNICH), "--stops", str(stops_file), "--path", str(path_file)])
     assert "route: 3 stops (given), path: given" in text
+    fixed = bt.main([str(MUNICH), "--speed-kmh", "36"])
+    assert "plan: fixed planned speed" in fixed and "speed 36.0 km/h" in fixed
     straight = bt.main([str(MUNICH), "--stops", str(stops_file), "--straight-line"])
     assert "stops joined (straight line)" in straight
 
@@ -144,6 +147,7 @@ def test_cli_refuses_unusable_input(tmp_path: Path, capsys: pytest.CaptureFixtur
     bad = tmp_path / "stops.json"
     bad.write_text("[]", encoding="utf-8")
     assert bt.run_cli([str(MUNICH), "--stops", str(bad)]) == 2
+    assert bt.run_cli([str(MUNICH), "--speed-kmh", "0"]) == 2
     assert "tracker backtest:" in capsys.readouterr().err
 
 

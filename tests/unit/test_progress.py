@@ -240,6 +240,21 @@ def test_a_stop_set_back_from_the_road_is_a_visit_not_a_detour() -> None:
     assert types(events, 10)[-3:] == [EventType.ARRIVED, EventType.DEPARTED, EventType.COMPLETED]
 
 
+def test_the_next_stop_arrives_even_when_reached_by_another_road() -> None:
+    # The stop is 100 m off the path; the vehicle leaves the path early and comes to it
+    # from the north, so its progress along the path is still far behind the stop.
+    r = route(STRAIGHT, [(2000, 100), (4000, 0)], service_s=60.0)
+    plan = prog.plan(r)
+    fixes = drive(0, 500, 0)
+    fixes += [fix(50 + i, 500, 10.0 * i, 10.0) for i in range(1, 31)]  # north 300 m
+    fixes += [fix(80 + i, 500 + 10.0 * i, 300, 10.0) for i in range(1, 151)]  # east 1.5 km
+    fixes += [fix(230 + i, 2000, 300 - 10.0 * i, 10.0) for i in range(1, 21)]  # south
+    fixes += wait(2000, 251, 40, y=100)
+    _, events, _ = run(plan, fixes)
+    assert EventType.OFF_ROUTE in types(events)
+    assert EventType.ARRIVED in types(events, 10)
+
+
 def test_passing_a_stop_at_speed_is_not_an_arrival() -> None:
     r = route(STRAIGHT, [(1000, 0), (3000, 0)])
     plan = prog.plan(r)
@@ -383,6 +398,22 @@ def test_off_route_after_several_far_fixes_and_back_on_when_rejoining() -> None:
     assert back[-1].progress_m == pytest.approx(2500.0, abs=15.0)
 
 
+def test_off_route_etas_head_back_for_the_current_leg() -> None:
+    # A U-shaped path; the first stop is on its first leg, the second on its last. The
+    # vehicle leaves the first leg northwards until the last leg is nearer than the first.
+    path = [(0, 0), (1000, 0), (1000, 1000), (0, 1000)]
+    plan = prog.plan(route(path, [(900, 0), (100, 1000)]))
+    st, _, _ = run(plan, drive(0, 300, 0))
+    north = [fix(31 + i, 300, 10.0 * i, 10.0) for i in range(1, 71)]
+    st, events, ps = run(plan, north, st)
+    assert st.off_route and EventType.OFF_ROUTE in types(events)
+    first = ps[-1].eta_for(10)
+    assert first is not None and first.distance_m is not None
+    # Back 700 m to (300, 0) (crow-flies, times the detour factor), then 600 m along.
+    assert first.distance_m == pytest.approx(700.0 * CFG.detour_factor + 600.0, abs=20.0)
+    assert eta_of(ps[-1], 10) < eta_of(ps[-1], 11)
+
+
 def test_a_short_excursion_is_not_off_route() -> None:
     r = route(STRAIGHT, [(4000, 0)])
     plan = prog.plan(r)
@@ -467,6 +498,27 @@ def test_straight_line_routes_say_so() -> None:
     assert all(e.data["straight_line"] for e in events if e.type == EventType.ETA_CHANGED)
     # The planned speed is spread over road metres, so straight-line progress is slower.
     assert plan.prior_speed(CFG) == pytest.approx(CFG.planned_speed_mps / CFG.detour_factor)
+
+
+def test_without_a_path_the_way_to_the_next_stop_is_its_straight_distance() -> None:
+    # Stops joined: the path starts at the first stop, 2 km from where the vehicle is.
+    stops = (Stop(10, 1, *ll(2000, 0)), Stop(11, 2, *ll(2000, 3000)))
+    r = Route(1, 7, T0, stops, tuple((s.lat, s.lon) for s in stops), straight_line=True)
+    plan = prog.plan(r)
+    # The vehicle drives a dog-leg: 1.5 km north-east first, never near the straight line.
+    fixes = [fix(i, 7.0 * i, 7.0 * i, 10.0) for i in range(150)]
+    _, events, ps = run(plan, fixes)
+    assert EventType.OFF_ROUTE not in types(events)
+    first = ps[0].eta_for(10)
+    assert first is not None and first.distance_m == pytest.approx(2000.0, abs=1.0)
+    last = ps[-1]
+    x = y = 7.0 * 149
+    to_first = math.hypot(2000 - x, y)
+    assert last.eta_for(10).distance_m == pytest.approx(to_first, abs=1.0)  # type: ignore[union-attr]
+    assert last.eta_for(11).distance_m == pytest.approx(to_first + 3000.0, abs=1.0)  # type: ignore[union-attr]
+    # Speed is learnt from how fast the next stop gets closer, not from the line.
+    closing = (2000.0 - to_first) / 149.0
+    assert last.speed_mps == pytest.approx(closing, rel=0.35)
 
 
 def test_planned_arrivals_set_the_prior_speed() -> None:
