@@ -46,6 +46,7 @@ CREATE TABLE webhook_deliveries (
     id               bigserial PRIMARY KEY,
     public_id        uuid NOT NULL UNIQUE,
     webhook_id       bigint NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+    event_id         bigint REFERENCES events(id) ON DELETE SET NULL,
     event_type       text NOT NULL,
     body             bytea NOT NULL,
     status           text NOT NULL DEFAULT 'pending'

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from tracker import pages
-from tracker.api import clients, devices, ingest, live, osmand_listener
+from tracker.api import clients, devices, ingest, live, osmand_listener, tracking, webhooks
 from tracker.api import routes as route_api
 from tracker.api.guards import runtime
 from tracker.api.responses import ApiError, ORJSONResponse, api_error_handler, error_response
@@ -75,6 +75,22 @@ def routes() -> list[BaseRoute]:
             route_api.patch_stop,
             methods=["PATCH"],
         ),
+        Route(
+            "/api/v1/routes/{route_id:int}/stops/{stop_id:int}/tracking",
+            tracking.reissue_link,
+            methods=["POST"],
+        ),
+        Route("/api/v1/webhooks", webhooks.create_webhook, methods=["POST"]),
+        Route("/api/v1/webhooks", webhooks.list_webhooks, methods=["GET"]),
+        Route("/api/v1/webhooks/{webhook_id:int}", webhooks.get_webhook, methods=["GET"]),
+        Route("/api/v1/webhooks/{webhook_id:int}", webhooks.delete_webhook, methods=["DELETE"]),
+        Route(
+            "/api/v1/webhooks/{webhook_id:int}/deliveries",
+            webhooks.list_deliveries,
+            methods=["GET"],
+        ),
+        Route("/t/{token}", tracking.tracking_page, methods=["GET"]),
+        WebSocketRoute("/ws/track/{token}", tracking.track_feed),
         Route("/api/v1/session", live.create_session, methods=["POST"]),
         Route("/api/v1/session", live.read_session, methods=["GET"]),
         Route("/api/v1/session", live.delete_session, methods=["DELETE"]),

@@ -57,6 +57,20 @@ class Settings:
     bus_channel: str = "tracker:bus"
     ws_stuck_s: float = 10.0
     session_max_age_s: float = 7 * 24 * 3600.0
+    # Customer tracking links are absolute URLs on this base (the server's public address).
+    public_url: str = "http://127.0.0.1:8000"
+    # stop.arriving fires (once per stop) and the tracking page says "arriving" when the ETA
+    # is this close.
+    arriving_s: float = 300.0
+    # Webhook deliveries: how often each instance looks for due ones, the HTTP timeout, the
+    # retry schedule (exponential from base to max, with jitter), when to give up, and how
+    # many requests one instance has in flight.
+    webhook_poll_s: float = 1.0
+    webhook_timeout_s: float = 10.0
+    webhook_retry_base_s: float = 10.0
+    webhook_retry_max_s: float = 3600.0
+    webhook_max_attempts: int = 12
+    webhook_concurrency: int = 8
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -88,4 +102,12 @@ class Settings:
             bus_channel=os.environ.get("TRACKER_BUS_CHANNEL") or "tracker:bus",
             ws_stuck_s=_float("TRACKER_WS_STUCK_S", 10.0),
             session_max_age_s=_float("TRACKER_SESSION_MAX_AGE_S", 7 * 24 * 3600.0),
+            public_url=os.environ.get("TRACKER_PUBLIC_URL") or "http://127.0.0.1:8000",
+            arriving_s=_float("TRACKER_ARRIVING_S", 300.0),
+            webhook_poll_s=_float("TRACKER_WEBHOOK_POLL_S", 1.0),
+            webhook_timeout_s=_float("TRACKER_WEBHOOK_TIMEOUT_S", 10.0),
+            webhook_retry_base_s=_float("TRACKER_WEBHOOK_RETRY_BASE_S", 10.0),
+            webhook_retry_max_s=_float("TRACKER_WEBHOOK_RETRY_MAX_S", 3600.0),
+            webhook_max_attempts=_int("TRACKER_WEBHOOK_MAX_ATTEMPTS", 12),
+            webhook_concurrency=_int("TRACKER_WEBHOOK_CONCURRENCY", 8),
         )

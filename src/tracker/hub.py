@@ -209,6 +209,11 @@ class Hub:
         self.stuck_s = stuck_s
         self.clock = clock
         self.channels: dict[str, Channel] = {}
+        # Channels whose view shows one device only (a `device` attribute naming it): an
+        # update reaches just that device's channels, so thousands of customer channels
+        # cost nothing per ping of the other vehicles.
+        self._by_device: dict[str, dict[Channel, None]] = {}
+        self._fleetwide: dict[Channel, None] = {}
         self.closed_stuck = 0
         self._max_events = max_events
         self._load_vehicles = load_vehicles
@@ -221,12 +226,20 @@ class Hub:
         """Wall-clock time stamped on frames."""
         return datetime.now(UTC)
 
-    def channel(self, key: str, view: View | None = None) -> Channel:
-        """The channel named `key`, created with `view` (default: the whole fleet)."""
+    def channel(
+        self, key: str, view: View | None = None, encoder: Callable[[Message], str] = encode
+    ) -> Channel:
+        """The channel named `key`, created with `view` (default: the whole fleet) and
+        `encoder` (what its frames look like) unless it exists already."""
         found = self.channels.get(key)
         if found is None:
-            found = Channel(key, view or FleetView(), self._max_events)
+            found = Channel(key, view or FleetView(), self._max_events, encoder)
             self.channels[key] = found
+            device = getattr(found.view, "device", None)
+            if isinstance(device, str):
+                self._by_device.setdefault(device, {})[found] = None
+            else:
+                self._fleetwide[found] = None
         return found
 
     # -- bus side --------------------------------------------------------------------------
@@ -237,7 +250,9 @@ class Hub:
         if update is None:
             return
         touched = False
-        for ch in self.channels.values():
+        for ch in self._fleetwide:
+            touched = ch.add(update) or touched
+        for ch in self._by_device.get(update.device, ()):
             touched = ch.add(update) or touched
         if touched:
             self._dirty.set()
@@ -249,9 +264,15 @@ class Hub:
 
     # -- client side -----------------------------------------------------------------------
 
-    def subscribe(self, key: str, sink: Sink, view: View | None = None) -> Subscriber:
+    def subscribe(
+        self,
+        key: str,
+        sink: Sink,
+        view: View | None = None,
+        encoder: Callable[[Message], str] = encode,
+    ) -> Subscriber:
         """Register a client; it gets nothing until `send_snapshot`, then deltas."""
-        channel = self.channel(key, view)
+        channel = self.channel(key, view, encoder)
         sub = Subscriber(self, channel, sink)
         channel.subscribers[sub] = None
         return sub
@@ -262,7 +283,7 @@ class Hub:
         sub.task.cancel()
         sub.channel.discard(sub)
         if not sub.channel.subscribers and sub.channel.key != DISPATCH:
-            self.channels.pop(sub.channel.key, None)
+            self._forget(sub.channel)
 
     async def send_snapshot(self, sub: Subscriber) -> None:
         """Queue a snapshot for one client (on connect and on its resync request).
@@ -330,6 +351,8 @@ class Hub:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.channels.clear()
+        self._by_device.clear()
+        self._fleetwide.clear()
 
     def stats(self) -> dict[str, Any]:
         """Counters for monitoring and tests."""
@@ -353,6 +376,17 @@ class Hub:
             self._loading = asyncio.ensure_future(self._load_vehicles())
             self._loading.add_done_callback(_retrieve)
         return asyncio.shield(self._loading)
+
+    def _forget(self, channel: Channel) -> None:
+        if self.channels.get(channel.key) is channel:
+            del self.channels[channel.key]
+        self._fleetwide.pop(channel, None)
+        device = getattr(channel.view, "device", None)
+        if isinstance(device, str) and device in self._by_device:
+            scoped = self._by_device[device]
+            scoped.pop(channel, None)
+            if not scoped:
+                del self._by_device[device]
 
     async def _resync_all(self) -> None:
         try:

@@ -13,12 +13,14 @@ import asyncpg
 from tracker.auth import Authenticator
 from tracker.bus import LocalBus, make_bus
 from tracker.config import Settings
+from tracker.delivery import WebhookSender
 from tracker.filters import FilterConfig
 from tracker.hub import Hub
 from tracker.hub_source import load_vehicles
 from tracker.progress import EtaConfig
 from tracker.routing_service import RoutingService, with_routes
 from tracker.service import IngestService
+from tracker.store import webhooks as webhook_store
 from tracker.store.db import DB_ERRORS, create_pool
 from tracker.store.writer import PositionWriter
 
@@ -66,10 +68,15 @@ class Runtime:
             ingest=IngestService(writer, bus, cfg),
             hub=hub,
         )
-        routing = RoutingService(pool, bus, EtaConfig(), settings.route_cache_s)
+        eta_cfg = EtaConfig(arriving_s=settings.arriving_s)
+        routing = RoutingService(pool, bus, eta_cfg, settings.route_cache_s)
         rt.ingest.after_commit.append(routing.on_commit)
+        # Webhook deliveries are queued in the transaction that stores the events.
+        routing.event_sinks.append(webhook_store.enqueue)
         rt.extras["routing"] = routing
+        rt.extras["webhooks"] = sender = WebhookSender(pool, settings)
         rt.spawn(hub.run(), "hub")
+        rt.spawn(sender.run(), "webhooks")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
         return rt
 

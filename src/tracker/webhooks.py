@@ -107,6 +107,7 @@ def stop_json(row: Mapping[str, Any]) -> JsonDict:
 
 def body(
     delivery_id: str,
+    event_id: int,
     event: Event,
     device: str,
     stop: Mapping[str, Any] | None,
@@ -119,6 +120,7 @@ def body(
     return orjson.dumps(
         {
             "id": delivery_id,
+            "event_id": event_id,
             "type": event.type,
             "time": event.time.isoformat(),
             "device": device,

@@ -91,9 +91,10 @@ def test_body_names_the_event_stop_and_device() -> None:
         "eta": eta,
         "lat": 1.0,  # not part of the stop summary
     }
-    data = orjson.loads(webhooks.body("d-9", event, "van-3", stop))
+    data = orjson.loads(webhooks.body("d-9", 4401, event, "van-3", stop))
     assert data == {
         "id": "d-9",
+        "event_id": 4401,
         "type": "stop.arriving",
         "time": when.isoformat(),
         "device": "van-3",
@@ -109,5 +110,5 @@ def test_body_names_the_event_stop_and_device() -> None:
         "data": {"eta": eta.isoformat()},
     }
     off = Event("route.off_route", when, 17, 55, None, {"distance_m": 80.0})
-    replaced = orjson.loads(webhooks.body("d-10", off, "van-3", None, {"x": 1}))
+    replaced = orjson.loads(webhooks.body("d-10", 4402, off, "van-3", None, {"x": 1}))
     assert (replaced["stop"], replaced["data"]) == (None, {"x": 1})

@@ -24,6 +24,7 @@ from tracker.api.body import read_body, require_json
 from tracker.api.guards import principal, require_dispatcher, runtime, unavailable
 from tracker.api.ingest import authenticate_device
 from tracker.api.responses import ApiError, ORJSONResponse
+from tracker.api.tracking import new_tokens, with_tracking_urls
 from tracker.auth import bearer
 from tracker.model import Stop, StopStatus
 from tracker.routing_service import (
@@ -170,18 +171,20 @@ async def create_route(request: Request) -> Response:
         raise _invalid(f"stops: at most {MAX_STOPS}")
     stops = [parse_stop(item, k + 1) for k, item in enumerate(raw_stops)]
     path, straight_line = parse_path(data.get("path"), stops)
+    # Each stop's customer tracking link: shown in this reply only, stored as a digest.
+    links, digests = new_tokens(len(stops))
     try:
         device = await device_store.device_by_unique_id(rt.pool, uid)
         if device is None:
             raise ApiError(404, "not_found", f"no device {uid!r}")
         body = await routing(rt).create(
-            device, planned_start, stops, path, straight_line, datetime.now(UTC)
+            device, planned_start, stops, path, straight_line, datetime.now(UTC), digests
         )
     except RouteInvalid as exc:
         raise _invalid(str(exc)) from exc
     except DB_ERRORS as exc:
         raise unavailable(rt) from exc
-    return ORJSONResponse(body, status_code=201)
+    return ORJSONResponse(with_tracking_urls(body, links, rt.settings), status_code=201)
 
 
 async def _authorise(request: Request, route_id: int) -> None:

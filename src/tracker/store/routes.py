@@ -74,8 +74,12 @@ async def insert_route(
     route: Route,
     state: JsonDict,
     etas: dict[int, datetime | None],
+    tracking: Sequence[bytes] | None = None,
 ) -> None:
-    """Store a planned route (ids from `reserve_ids`) with its initial state and ETAs."""
+    """Store a planned route (ids from `reserve_ids`) with its initial state and ETAs.
+
+    `tracking` holds the SHA-256 digests of the stops' tracking tokens, in stop order.
+    """
     path = shapely.set_srid(shapely.LineString([(lon, lat) for lat, lon in route.path]), 4326)
     await conn.execute(
         "INSERT INTO routes (id, device_id, planned_start, path, straight_line, status, "
@@ -92,15 +96,16 @@ async def insert_route(
     await conn.execute(
         """
         INSERT INTO stops (id, route_id, seq, location, name, recipient, service_s, radius_m,
-                           planned_arrival, window_start, window_end, status, eta)
+                           planned_arrival, window_start, window_end, status, eta, tracking_hash)
         SELECT s.id, $1, s.seq, ST_SetSRID(ST_MakePoint(s.lon, s.lat), 4326)::geography,
                s.name, s.recipient, s.service_s, s.radius_m, s.planned_arrival,
-               s.window_start, s.window_end, s.status, s.eta
+               s.window_start, s.window_end, s.status, s.eta, s.tracking_hash
         FROM unnest($2::bigint[], $3::int[], $4::float8[], $5::float8[], $6::text[],
                     $7::text[], $8::float8[], $9::float8[], $10::timestamptz[],
-                    $11::timestamptz[], $12::timestamptz[], $13::text[], $14::timestamptz[])
+                    $11::timestamptz[], $12::timestamptz[], $13::text[], $14::timestamptz[],
+                    $15::bytea[])
              AS s(id, seq, lat, lon, name, recipient, service_s, radius_m, planned_arrival,
-                  window_start, window_end, status, eta)
+                  window_start, window_end, status, eta, tracking_hash)
         """,
         route.id,
         [s.id for s in stops],
@@ -116,6 +121,7 @@ async def insert_route(
         [s.window_end for s in stops],
         [s.status for s in stops],
         [etas.get(s.id) for s in stops],
+        list(tracking) if tracking is not None else [None] * len(stops),
     )
 
 
@@ -331,6 +337,9 @@ def route_json(route: asyncpg.Record, stops: Sequence[asyncpg.Record]) -> JsonDi
             "arrived_at": _iso(s["arrived_at"]),
             "completed_at": _iso(s["completed_at"]),
             "reason": s["reason"],
+            # The link holds a token stored only as a digest: only the reply that creates
+            # it (POST /api/v1/routes, or re-issuing it) can show it.
+            "tracking_url": None,
         }
         for s in stops
     ]

@@ -1,0 +1,139 @@
+"""The webhook sender: a loop on every instance that works the outbox in PostgreSQL.
+
+It claims due deliveries (any number of instances may run it: claiming skips rows another
+worker holds), POSTs each signed body, logs the attempt, and settles the delivery:
+delivered on any 2xx, else retried with exponential backoff until
+TRACKER_WEBHOOK_MAX_ATTEMPTS, then failed. Delivery is at least once: a receiver that
+answers 2xx after this process died mid-attempt gets the delivery again later, with the
+same `Tracker-Delivery` id to recognise it by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+
+from tracker import webhooks
+from tracker.config import Settings
+from tracker.store import webhooks as store
+from tracker.store.db import DB_ERRORS
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "tracker-webhooks/1"
+_MAX_ERROR = 500
+
+
+class WebhookSender:
+    """Sends due webhook deliveries with at most `webhook_concurrency` requests in flight."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._jitter = jitter
+        self._concurrency = max(1, settings.webhook_concurrency)
+        # An attempt that outlives this is presumed dead and the delivery is retried.
+        self._lease_s = 2.0 * settings.webhook_timeout_s + 30.0
+        self.sent = 0
+
+    async def run(self) -> None:
+        """Work the outbox until cancelled."""
+        timeout = httpx.Timeout(self._settings.webhook_timeout_s)
+        limits = httpx.Limits(max_connections=self._concurrency)
+        inflight: set[asyncio.Task[None]] = set()
+        async with httpx.AsyncClient(
+            timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+        ) as client:
+            try:
+                while True:
+                    free = self._concurrency - len(inflight)
+                    if free > 0:
+                        for delivery in await self._claim(free):
+                            task = asyncio.create_task(self._attempt(client, delivery))
+                            inflight.add(task)
+                            task.add_done_callback(inflight.discard)
+                    poll = self._settings.webhook_poll_s
+                    if inflight:
+                        await asyncio.wait(
+                            set(inflight), timeout=poll, return_when=asyncio.FIRST_COMPLETED
+                        )
+                    else:
+                        await asyncio.sleep(poll)
+            finally:
+                for task in inflight:
+                    task.cancel()
+                with contextlib.suppress(Exception):
+                    await asyncio.gather(*inflight, return_exceptions=True)
+
+    async def _claim(self, limit: int) -> list[store.Claimed]:
+        try:
+            return await store.claim(self._pool, limit, self._lease_s)
+        except (*DB_ERRORS, asyncpg.PostgresError) as exc:
+            log.warning("webhook outbox unavailable: %r", exc)
+            return []
+
+    async def _attempt(self, client: httpx.AsyncClient, delivery: store.Claimed) -> None:
+        try:
+            if not delivery.active:
+                await store.finish(self._pool, delivery, None, store.CANCELLED)
+                return
+            attempt = await self._post(client, delivery)
+            code = attempt.status_code
+            if code is not None and 200 <= code < 300:
+                status, retry_in = store.DELIVERED, None
+                self.sent += 1
+            elif delivery.attempt >= self._settings.webhook_max_attempts:
+                status, retry_in = store.FAILED, None
+            else:
+                status = store.PENDING
+                retry_in = webhooks.retry_delay(
+                    delivery.attempt,
+                    self._settings.webhook_retry_base_s,
+                    self._settings.webhook_retry_max_s,
+                    self._jitter(),
+                )
+            await store.finish(self._pool, delivery, attempt, status, retry_in)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The lease runs out and another attempt follows; nothing is lost.
+            log.warning("webhook delivery %s: could not settle: %r", delivery.public_id, exc)
+
+    async def _post(self, client: httpx.AsyncClient, delivery: store.Claimed) -> store.Attempt:
+        """One signed POST; the response body is never read (only the status counts)."""
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            webhooks.DELIVERY_HEADER: delivery.public_id,
+            webhooks.EVENT_HEADER: delivery.event_type,
+            webhooks.SIGNATURE_HEADER: webhooks.signature_header(
+                delivery.secret, timestamp, delivery.body
+            ),
+        }
+        started = datetime.now(UTC)
+        t0 = time.perf_counter()
+        code: int | None = None
+        error: str | None = None
+        try:
+            async with client.stream(
+                "POST", delivery.url, content=delivery.body, headers=headers
+            ) as response:
+                code = response.status_code
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
+        duration_ms = (time.perf_counter() - t0) * 1000.0
+        return store.Attempt(started, round(duration_ms, 1), code, error)
