@@ -32,6 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
+        ws_per_message_deflate=Settings.from_env().ws_deflate,
         timeout_graceful_shutdown=10,
     )
     return 0

@@ -57,6 +57,9 @@ class Settings:
     bus_channel: str = "tracker:bus"
     ws_stuck_s: float = 10.0
     session_max_age_s: float = 7 * 24 * 3600.0
+    # permessage-deflate compresses every frame again for each socket (its context is per
+    # connection): ~5x less bandwidth, but it undoes the one-encode-per-tick sharing.
+    ws_deflate: bool = False
     # Customer tracking links are absolute URLs on this base (the server's public address).
     public_url: str = "http://127.0.0.1:8000"
     # stop.arriving fires (once per stop) and the tracking page says "arriving" when the ETA
@@ -102,6 +105,7 @@ class Settings:
             bus_channel=os.environ.get("TRACKER_BUS_CHANNEL") or "tracker:bus",
             ws_stuck_s=_float("TRACKER_WS_STUCK_S", 10.0),
             session_max_age_s=_float("TRACKER_SESSION_MAX_AGE_S", 7 * 24 * 3600.0),
+            ws_deflate=os.environ.get("TRACKER_WS_DEFLATE", "").lower() in ("1", "true", "yes"),
             public_url=os.environ.get("TRACKER_PUBLIC_URL") or "http://127.0.0.1:8000",
             arriving_s=_float("TRACKER_ARRIVING_S", 300.0),
             webhook_poll_s=_float("TRACKER_WEBHOOK_POLL_S", 1.0),
