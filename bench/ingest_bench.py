@@ -34,7 +34,9 @@ import httpx
 import shapely
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH_DB = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/tracker_bench")
+BENCH_DB = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/tracker_bench"
+)
 ADMIN = "bench-admin-token"
 
 WRK_SCRIPT = r"""
@@ -107,7 +109,16 @@ def start_server(workers: int, port: int) -> subprocess.Popen[bytes]:
     tracker = str(ROOT / ".venv" / "bin" / "tracker")
     subprocess.run([tracker, "migrate"], env=env, check=True, capture_output=True)
     proc = subprocess.Popen(
-        [tracker, "serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
+        [
+            tracker,
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
         env=env,
     )
     for _ in range(200):
@@ -142,9 +153,7 @@ def bench_single(port: int, tokens: list[str], seconds: int, connections: int) -
         out = Path(tmp) / "result.json"
         base_ms = int((datetime.now(UTC) - timedelta(minutes=1)).timestamp() * 1000)
         script = Path(tmp) / "ping.lua"
-        script.write_text(
-            f'BASE_MS = {base_ms}\nOUT_FILE = "{out}"\n' + WRK_SCRIPT
-        )
+        script.write_text(f'BASE_MS = {base_ms}\nOUT_FILE = "{out}"\n' + WRK_SCRIPT)
         subprocess.run(
             [
                 "wrk",
@@ -202,7 +211,9 @@ def _batch_client(args: tuple[int, str, int, float, int]) -> tuple[int, list[flo
     return sent, latencies
 
 
-def bench_batches(port: int, tokens: list[str], seconds: int, clients: int, batch: int) -> dict[str, float]:
+def bench_batches(
+    port: int, tokens: list[str], seconds: int, clients: int, batch: int
+) -> dict[str, float]:
     with multiprocessing.Pool(clients) as pool:
         t0 = time.monotonic()
         results = pool.map(
@@ -252,8 +263,15 @@ async def bench_raw_copy(rows: int) -> dict[str, float]:
                     "positions",
                     records=records[i : i + chunk],
                     columns=[
-                        "device_id", "fix_time", "received_at", "geog", "speed", "course",
-                        "accuracy", "altitude", "attributes",
+                        "device_id",
+                        "fix_time",
+                        "received_at",
+                        "geog",
+                        "speed",
+                        "course",
+                        "accuracy",
+                        "altitude",
+                        "attributes",
                     ],
                 )
         elapsed = time.perf_counter() - t0
@@ -262,7 +280,9 @@ async def bench_raw_copy(rows: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=64)
@@ -300,9 +320,7 @@ def main() -> None:
         f"{batches['rate']:,.0f} pings/s "
         f"(request p50 {batches['p50_ms']:.0f} ms, p99 {batches['p99_ms']:.0f} ms)"
     )
-    print(
-        f"raw COPY into positions (same row shape, one connection): {raw['rate']:,.0f} rows/s"
-    )
+    print(f"raw COPY into positions (same row shape, one connection): {raw['rate']:,.0f} rows/s")
     sys.stdout.flush()
 
 
