@@ -421,7 +421,7 @@ async def test_shutdown_flushes_pending_writes(
 async def test_writer_close_flushes_what_is_queued(database_url: str, db: asyncpg.Pool) -> None:
     from tracker.store.writer import PositionWriter, StoreUnavailable
 
-    async with writer_pool(database_url) as (pool, device_id):
+    async with writer_pool(database_url) as (_pool, device_id):
         writer = PositionWriter(database_url, interval_ms=5000.0)
         writer.start()
         row = (device_id, NOW, NOW, 11.0, 48.0, None, None, None, None, {})
