@@ -191,7 +191,7 @@
       const finished = socket;
       socket = null;
       finished.close(1000, "done");
-      setLive("off", "final");
+      setLive("off", "finished");
     }
   }
 
@@ -203,7 +203,10 @@
   }
 
   function connect() {
-    if (current && DONE.has(current.phase)) return;
+    if (current && DONE.has(current.phase)) {
+      setLive("off", "finished");
+      return;
+    }
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = new WebSocket(`${scheme}//${location.host}/ws/track/${encodeURIComponent(token)}`);
     socket = ws;

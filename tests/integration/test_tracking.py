@@ -113,8 +113,9 @@ async def new_delivery(
     device = await register_device(srv, name=f"Van {tag}")
     start = start or datetime.now(UTC) - timedelta(minutes=5)
     async with srv.client() as client:
-        r = await client.post("/api/v1/routes", json=route_body(device.unique_id, start, tag),
-                              headers=ADMIN)
+        r = await client.post(
+            "/api/v1/routes", json=route_body(device.unique_id, start, tag), headers=ADMIN
+        )
     assert r.status_code == 201, r.text
     return Delivery(srv, device, r.json(), tag)
 
