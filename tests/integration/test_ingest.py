@@ -162,7 +162,7 @@ async def test_batch_stores_good_pings_and_reports_bad_ones(
             {"time": iso(NOW), "lat": 91.0, "lon": 11.5},
             {"time": iso(NOW), "lat": 48.1, "lon": -180.5},
             {"time": iso(NOW), "lon": 11.5},
-            {"time": iso(NOW + timedelta(minutes=11)), "lat": 48.1, "lon": 11.5},
+            {"time": iso(datetime.now(UTC) + timedelta(minutes=11)), "lat": 48.1, "lon": 11.5},
             {"time": "yesterday", "lat": 48.1, "lon": 11.5},
             {"lat": 48.1, "lon": 11.5},
             "not an object",
