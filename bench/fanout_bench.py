@@ -70,6 +70,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU jiffies of the whole machine so far, from /proc/stat."""
+    values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])
+    return total - idle, total
+
+
 def percentile(hist: list[int], q: float) -> float | None:
     """The q-quantile (0..1) of a 1 ms histogram, in ms."""
     total = sum(hist)
@@ -394,6 +402,7 @@ class Phase:
     server_cpu: float = 0.0
     receivers_cpu: float = 0.0
     pinger_cpu: float = 0.0
+    machine_busy: float = 0.0  # share of all cores busy, anything running on the machine
 
     def summary(self) -> dict[str, Any]:
         frames = self.stats.get("frames", 0)
@@ -416,6 +425,7 @@ class Phase:
             "server_cpu_pct": round(self.server_cpu * 100, 1),
             "receivers_cpu_pct": round(self.receivers_cpu * 100, 1),
             "pinger_cpu_pct": round(self.pinger_cpu * 100, 1),
+            "machine_busy_pct_of_all_cores": round(self.machine_busy * 100, 1),
         }
 
 
@@ -449,10 +459,17 @@ def run_phase(
     time.sleep(max(0.0, start - time.time()))
     pids = [server_pid, pinger_pid, *(w.pid for w in workers if w.pid)]
     before = [cpu_seconds(pid) for pid in pids]
+    busy0, total0 = machine_busy()
     time.sleep(max(0.0, window[1] - time.time()))
     used = [(cpu_seconds(pid) - b) / seconds for pid, b in zip(pids, before, strict=True)]
+    busy1, total1 = machine_busy()
     phase = Phase(
-        sockets, seconds, server_cpu=used[0], pinger_cpu=used[1], receivers_cpu=sum(used[2:])
+        sockets,
+        seconds,
+        server_cpu=used[0],
+        pinger_cpu=used[1],
+        receivers_cpu=sum(used[2:]),
+        machine_busy=(busy1 - busy0) / max(1, total1 - total0),
     )
     for _ in workers:
         result = queue.get(timeout=connect_s + seconds + 120)

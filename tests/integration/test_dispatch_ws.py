@@ -288,3 +288,20 @@ async def test_closing_client_is_forgotten(server: Server) -> None:
     assert server.runtime.hub.stats()["subscribers"] == before
     with pytest.raises(ConnectionClosed):
         await ws.recv()
+
+
+async def test_heartbeat_drops_a_client_that_stopped_answering(server: Server) -> None:
+    hub = server.runtime.hub
+    before = hub.stats()["subscribers"]
+    ws = await connect(dispatch_url(server), ping_interval=None)
+    await receive(ws)
+    assert hub.stats()["subscribers"] == before + 1
+    # The peer goes silent (as a phone that lost its network would): it never reads the
+    # server's pings, so never answers them. The test server pings every 5 s, waits 5 s.
+    ws.transport.pause_reading()
+    for _ in range(200):
+        if hub.stats()["subscribers"] == before:
+            break
+        await asyncio.sleep(0.1)
+    assert hub.stats()["subscribers"] == before
+    ws.transport.abort()

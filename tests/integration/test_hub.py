@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ADMIN_TOKEN, ServerFactory
 from tracker.hub import DISPATCH
@@ -121,6 +123,12 @@ async def test_slow_client_never_delays_a_fast_one(server_factory: ServerFactory
         await asyncio.sleep(0.01)
     assert "marker-after" in seen
 
+    # The connection itself was dropped, not just forgotten: reading again, the slow
+    # client finds what was buffered and then the end of the connection.
+    with pytest.raises(ConnectionClosed):
+        async with asyncio.timeout(20):
+            while True:
+                await slow.recv()
+
     reader.cancel()
     await fast.close()
-    slow.transport.abort()
