@@ -182,6 +182,7 @@ class CustomerView:
         self.rule = rule
         self._clock = clock
         self.current = self._state()
+        self._merged: object = None
         # When this server saw the stop done (monotonic): the link expires a TTL later.
         self.closed_mono: float | None = time.monotonic() if tracked.done else None
 
@@ -211,8 +212,11 @@ class CustomerView:
         if vehicle.get("id") != self.device:
             return None
         route = vehicle.get("route")
-        if isinstance(route, dict):
+        # The hub hands every position the same summary object until the route changes:
+        # merging it again would find nothing new.
+        if isinstance(route, dict) and route is not self._merged:
             self.tracked = privacy.merge_route(self.tracked, route)
+            self._merged = route
         self.position = _newer(self.position, _position(vehicle))
         return self._changed()
 
