@@ -58,7 +58,7 @@ class Settings:
     ws_stuck_s: float = 10.0
     session_max_age_s: float = 7 * 24 * 3600.0
     # permessage-deflate compresses every frame again for each socket (its context is per
-    # connection): ~5x less bandwidth, but it undoes the one-encode-per-tick sharing.
+    # connection): ~4.5x less bandwidth, but it undoes the one-encode-per-tick sharing.
     ws_deflate: bool = False
     # Customer tracking links are absolute URLs on this base (the server's public address).
     public_url: str = "http://127.0.0.1:8000"
