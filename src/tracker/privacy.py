@@ -260,10 +260,21 @@ def phase(tracked: TrackedStop, now: datetime, rule: Rule) -> str:
 
 
 def vehicle_visible(
-    tracked: TrackedStop, vehicle: Position | None, now: datetime, rule: Rule
+    tracked: TrackedStop,
+    vehicle: Position | None,
+    now: datetime,
+    rule: Rule,
+    driving_route: int | None = None,
 ) -> bool:
-    """The rule: the vehicle is shown only while it is on its way to (or at) this stop."""
+    """The rule: the vehicle is shown only while it is on its way to (or at) this stop.
+
+    `driving_route` is the route the vehicle is driving now (its device's newest active
+    route), when known: a vehicle that moved on to another route is not on its way here,
+    whatever this route's stops say.
+    """
     if vehicle is None or tracked.done or tracked.route_status != ROUTE_ACTIVE:
+        return False
+    if driving_route is not None and driving_route != tracked.route_id:
         return False
     if vehicle.time < tracked.planned_start - timedelta(seconds=rule.lead_s):
         return False
@@ -277,12 +288,16 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def customer_message(
-    tracked: TrackedStop, vehicle: Position | None, now: datetime, rule: Rule
+    tracked: TrackedStop,
+    vehicle: Position | None,
+    now: datetime,
+    rule: Rule,
+    driving_route: int | None = None,
 ) -> JsonDict:
     """Everything a customer channel carries about its stop: the one state shape of the
     tracking page's snapshot and deltas."""
     shown: JsonDict | None = None
-    if vehicle is not None and vehicle_visible(tracked, vehicle, now, rule):
+    if vehicle is not None and vehicle_visible(tracked, vehicle, now, rule, driving_route):
         shown = {
             "lat": round(vehicle.lat, _COORD_DIGITS),
             "lon": round(vehicle.lon, _COORD_DIGITS),

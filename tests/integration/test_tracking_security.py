@@ -25,6 +25,7 @@ from tests.integration.test_tracking import (
     quiet,
     receive,
     receive_until,
+    route_body,
     vehicle_at,
 )
 from tracker.store import tracking as tracking_store
@@ -200,6 +201,31 @@ async def test_after_completion_no_position_is_sent(srv: Server) -> None:
     async with srv.client() as client:
         page = await client.get(f"/t/{d.tokens[1]}")
     assert page.status_code == 200 and "&quot;vehicle&quot;:null" in page.text
+
+
+async def test_vehicle_on_a_newer_route_is_not_shown_to_the_old_routes_customers(
+    srv: Server,
+) -> None:
+    d = await new_delivery(srv)
+    t0 = datetime.now(UTC)
+    async with await open_feed(srv, d.tokens[0]) as ws:
+        await receive(ws)
+        await d.ping(0.0, t0)
+        await receive_until(ws, vehicle_at(0.0))
+        # The dispatcher gives the van a new route; the old one is left open.
+        body = route_body(d.device.unique_id, t0 - timedelta(minutes=1), "Newer")
+        async with srv.client() as client:
+            r = await client.post("/api/v1/routes", json=body, headers=ADMIN)
+        assert r.status_code == 201
+        hidden = await receive_until(ws, lambda m: m["tracking"]["vehicle"] is None)
+        assert hidden["tracking"]["phase"] in ("next_stop", "arriving")
+        await d.ping(20.0, t0 + timedelta(seconds=2))
+        assert all(f["tracking"]["vehicle"] is None for f in await quiet(ws, 0.7))
+    async with srv.client() as client:
+        page = await client.get(f"/t/{d.tokens[0]}")
+    assert "&quot;vehicle&quot;:null" in page.text
+    async with await open_feed(srv, d.tokens[0]) as ws:
+        assert (await receive(ws))["tracking"]["vehicle"] is None
 
 
 # -- unknown, expired, malformed: one answer ----------------------------------------------------

@@ -167,6 +167,15 @@ def test_vehicle_hidden_before_the_drive_and_on_routes_not_active() -> None:
     assert not privacy.vehicle_visible(tracked(0), None, NOW, RULE)
 
 
+def test_vehicle_hidden_once_it_drives_another_route() -> None:
+    # The device got a newer route while this one still has open stops: the van is not on
+    # its way here any more, so this customer must not follow it.
+    t = tracked(0)
+    assert privacy.vehicle_visible(t, VAN, NOW, RULE, driving_route=5501)
+    assert not privacy.vehicle_visible(t, VAN, NOW, RULE, driving_route=5502)
+    assert privacy.customer_message(t, VAN, NOW, RULE, driving_route=5502)["vehicle"] is None
+
+
 # -- phases --------------------------------------------------------------------------------
 
 

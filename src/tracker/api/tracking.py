@@ -150,6 +150,14 @@ def _position(vehicle: Vehicle) -> Position | None:
         return None
 
 
+def driving_route(summary: Any) -> int | None:
+    """The route a vehicle drives by its latest route summary (None: not known)."""
+    if isinstance(summary, dict) and summary.get("status") == privacy.ROUTE_ACTIVE:
+        found = summary.get("id")
+        return found if isinstance(found, int) else None
+    return None
+
+
 def _newer(a: Position | None, b: Position | None) -> Position | None:
     if a is None or (b is not None and b.time > a.time):
         return b
@@ -174,12 +182,14 @@ class CustomerView:
         device: str,
         position: Position | None,
         rule: Rule,
+        driving_route: int | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.device = device
         self.tracked = tracked
         self.position = position
         self.rule = rule
+        self.driving_route = driving_route
         self._clock = clock
         self.current = self._state()
         self._merged: object = None
@@ -187,7 +197,9 @@ class CustomerView:
         self.closed_mono: float | None = time.monotonic() if tracked.done else None
 
     def _state(self) -> JsonDict:
-        return privacy.customer_message(self.tracked, self.position, self._clock(), self.rule)
+        return privacy.customer_message(
+            self.tracked, self.position, self._clock(), self.rule, self.driving_route
+        )
 
     def _changed(self) -> JsonDict | None:
         state = self._state()
@@ -216,6 +228,7 @@ class CustomerView:
         # merging it again would find nothing new.
         if isinstance(route, dict) and route is not self._merged:
             self.tracked = privacy.merge_route(self.tracked, route)
+            self.driving_route = driving_route(route)
             self._merged = route
         self.position = _newer(self.position, _position(vehicle))
         return self._changed()
@@ -331,11 +344,14 @@ async def tracking_page(request: Request) -> Response:
         )
     if target is None or tracked is None:
         return not_found(rt.settings)
-    position = target.position
+    position, driving = target.position, target.driving_route
     known = rt.hub.fleet.get(target.device)
     if known is not None:
         position = _newer(position, _position(known))
-    state = privacy.customer_message(tracked, position, datetime.now(UTC), rule(rt.settings))
+        driving = driving_route(known.get("route")) or driving
+    state = privacy.customer_message(
+        tracked, position, datetime.now(UTC), rule(rt.settings), driving
+    )
     return HTMLResponse(render_page(rt.settings, state), headers=_headers(rt.settings))
 
 
@@ -364,7 +380,9 @@ async def track_feed(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     hub = rt.hub
-    fresh = CustomerView(tracked, target.device, target.position, rule(rt.settings))
+    fresh = CustomerView(
+        tracked, target.device, target.position, rule(rt.settings), target.driving_route
+    )
     sub = hub.subscribe(channel_key(target), SocketSink(websocket), fresh, fresh.encode)
     view = sub.channel.view
     assert isinstance(view, CustomerView)

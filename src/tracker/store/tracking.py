@@ -27,12 +27,15 @@ class TrackingTarget:
     device: str  # unique id: only for subscribing to the live updates, never shown
     position: Position | None
     closed_at: datetime | None  # when the stop was done or its route ended, if so
+    driving_route: int | None  # the device's newest active route: what it drives now
 
 
 _LOOKUP = """
 SELECT s.id AS stop_id, s.route_id, s.tracking_hash, d.unique_id AS device,
        COALESCE(s.done_at, CASE WHEN r.status <> 'active' THEN r.updated_at END) AS closed_at,
-       l.fix_time, ST_Y(l.geog::geometry) AS lat, ST_X(l.geog::geometry) AS lon, l.course
+       l.fix_time, ST_Y(l.geog::geometry) AS lat, ST_X(l.geog::geometry) AS lon, l.course,
+       (SELECT a.id FROM routes a WHERE a.device_id = r.device_id AND a.status = 'active'
+        ORDER BY a.id DESC LIMIT 1) AS driving_route
 FROM stops s
 JOIN routes r ON r.id = s.route_id
 JOIN devices d ON d.id = r.device_id
@@ -62,6 +65,7 @@ async def lookup(pool: asyncpg.Pool, digest: bytes, ttl_s: float) -> TrackingTar
         device=row["device"],
         position=position,
         closed_at=row["closed_at"],
+        driving_route=row["driving_route"],
     )
 
 
