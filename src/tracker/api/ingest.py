@@ -66,7 +66,10 @@ async def ingest_native(
     device = await authenticate_device(rt, bearer(auth.decode("latin-1") if auth else None))
     try:
         decoded = native.decode(
-            ProtoRequest(method="POST", body=body), datetime.now(UTC), rt.settings.max_batch
+            ProtoRequest(method="POST", body=body),
+            datetime.now(UTC),
+            rt.settings.max_batch,
+            device.id,
         )
     except ProtocolError as exc:
         raise ApiError(exc.status, "invalid_request", exc.message) from exc

@@ -37,8 +37,8 @@ def _number(ping: dict[str, Any], name: str, required: bool) -> float | None:
     return float(value)
 
 
-def parse_ping(ping: object) -> tuple[Fix, str | None]:
-    """One JSON ping to a Fix (device_id 0) and the `device_id` it names, if any."""
+def parse_ping(ping: object, device_id: int = 0) -> tuple[Fix, str | None]:
+    """One JSON ping to a Fix of `device_id` and the `device_id` it names, if any."""
     if not isinstance(ping, dict):
         raise PingError("a ping must be a JSON object")
     lat = _number(ping, "lat", True)
@@ -62,7 +62,7 @@ def parse_ping(ping: object) -> tuple[Fix, str | None]:
     if named is not None and not isinstance(named, str | int):
         raise PingError("device_id: must be a string")
     fix = Fix(
-        device_id=0,
+        device_id=device_id,
         time=time,
         lat=lat,
         lon=lon,
@@ -75,8 +75,11 @@ def parse_ping(ping: object) -> tuple[Fix, str | None]:
     return fix, (str(named) if named is not None else None)
 
 
-def decode(request: Request, now: datetime, max_batch: int = 10_000) -> Decoded:
-    """Decode a native JSON body. Raises ProtocolError for a body unusable as a whole."""
+def decode(request: Request, now: datetime, max_batch: int = 10_000, device_id: int = 0) -> Decoded:
+    """Decode a native JSON body. Raises ProtocolError for a body unusable as a whole.
+
+    The device is known from the token before decoding, so fixes carry its id already.
+    """
     try:
         body = orjson.loads(request.body)
     except orjson.JSONDecodeError as exc:
@@ -98,7 +101,7 @@ def decode(request: Request, now: datetime, max_batch: int = 10_000) -> Decoded:
     names: set[str] = {str(top)} if top is not None else set()
     for index, ping in enumerate(pings):
         try:
-            fix, named = parse_ping(ping)
+            fix, named = parse_ping(ping, device_id)
         except PingError as exc:
             decoded.rejects.append(Reject(index, str(exc)))
             continue
