@@ -32,9 +32,12 @@ def _number(ping: dict[str, Any], name: str, required: bool) -> float | None:
         if required:
             raise PingError(f"{name}: missing")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PingError(f"{name}: must be a number, got {type(value).__name__}")
-    return float(value)
+    kind = type(value)  # exact types: bool is an int subclass but not a coordinate
+    if kind is float:
+        return value  # type: ignore[no-any-return]
+    if kind is int:
+        return float(value)
+    raise PingError(f"{name}: must be a number, got {kind.__name__}")
 
 
 def parse_ping(ping: object, device_id: int = 0) -> tuple[Fix, str | None]:
@@ -55,8 +58,8 @@ def parse_ping(ping: object, device_id: int = 0) -> tuple[Fix, str | None]:
         attributes = {}
     elif not isinstance(attributes, dict):
         raise PingError("attributes: must be an object")
-    extra = {k: v for k, v in ping.items() if k not in _KNOWN}
-    if extra:
+    if not ping.keys() <= _KNOWN:
+        extra = {k: v for k, v in ping.items() if k not in _KNOWN}
         attributes = {**extra, **attributes}
     named = ping.get("device_id")
     if named is not None and not isinstance(named, str | int):
