@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-import logging
 import re
 import string
 import time
@@ -40,6 +39,7 @@ from tracker.api.guards import require_dispatcher, runtime, unavailable
 from tracker.api.live import SocketSink
 from tracker.api.responses import ApiError, ORJSONResponse
 from tracker.config import Settings
+from tracker.hub import Subscriber
 from tracker.hub_state import PROTOCOL_VERSION, Event, Message, Vehicle
 from tracker.model import JsonDict
 from tracker.pages import web_dir
@@ -49,8 +49,6 @@ from tracker.store import routes as route_store
 from tracker.store import tracking as store
 from tracker.store.db import DB_ERRORS
 from tracker.store.tracking import TrackingTarget
-
-log = logging.getLogger(__name__)
 
 # What tokens.new_token() makes (43 characters); anything else cannot be a token.
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{22,128}")
@@ -411,11 +409,11 @@ async def track_feed(websocket: WebSocket) -> None:
         hub.unsubscribe(sub)
 
 
-def _snapshot(sub: Any) -> None:
+def _snapshot(sub: Subscriber) -> None:
     sub.reset(sub.channel.encode({"type": "snapshot", "time": datetime.now(UTC).isoformat()}))
 
 
-def _client_message(rt: Runtime, sub: Any, text: str) -> None:
+def _client_message(rt: Runtime, sub: Subscriber, text: str) -> None:
     try:
         kind = orjson.loads(text).get("type")
     except (orjson.JSONDecodeError, AttributeError):
