@@ -3,15 +3,18 @@
 At every fix before a stop is reached, the ETA the live system would have published for
 it is a prediction; the time the vehicle actually got there is the truth. Errors are
 grouped by how far ahead the prediction was made (0-5, 5-15, 15-30, 30+ minutes) and
-compared with a naive baseline: remaining distance along the path divided by the route's
-average planned speed, from the same progress measurement, with no learning and no
-service times.
+compared with a naive baseline fed the same plan: remaining distance along the path
+divided by the route's average planned speed (the path to the last stop over its planned
+duration, planned service times included), from the same progress measurement, with no
+learning.
 
 Stops come from a file or are detected where the vehicle dwelled (and the end of the drive
 is the final destination); the planned path comes from a file or is the track itself. The
 plan's timing comes from the stops' planned arrival times, from a fixed speed, or, by
 default, is calibrated to the drive: the last stop planned at its actual arrival, so the
 baseline's average speed is the drive's true one (the strongest constant-speed baseline).
+With a fixed planned speed, the planned duration is driving the path at that speed plus
+the stops' planned service, exactly what our ETAs start from.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class Result:
     baseline: list[Prediction]
     baseline_speed_mps: float
     events: dict[str, int] = field(default_factory=dict)
+    cfg: prog.EtaConfig = field(default_factory=prog.EtaConfig)
 
     def table(self, which: str) -> list[Accuracy]:
         """Accuracy by horizon bucket for "ours" or "baseline", with an "all" row last."""
@@ -271,7 +275,7 @@ def replay(sc: Scenario, cfg: prog.EtaConfig) -> Result:
             ours.append(Prediction(t, se.stop_id, se.eta.timestamp(), actual))
             remaining = max(0.0, along[se.stop_id] - progress.progress_m)
             base.append(Prediction(t, se.stop_id, t + remaining / baseline_speed, actual))
-    return Result(sc, ours, base, baseline_speed, events)
+    return Result(sc, ours, base, baseline_speed, events, cfg)
 
 
 def _pct(x: float) -> str:
@@ -303,7 +307,8 @@ def format_result(result: Result, name: str = "drive") -> str:
     head = [
         f"backtest: {name}: {len(fixes)} fixes over {minutes:.1f} min",
         f"route: {len(sc.route.stops)} stops ({sc.stops_source}), path: {sc.path_source}",
-        f"plan: {_plan_words(sc)}; baseline: remaining distance / average planned speed "
+        f"plan: {_plan_words(sc, result.cfg)}",
+        "baseline: remaining distance / average planned speed (service included) "
         f"{result.baseline_speed_mps * 3.6:.1f} km/h",
         "",
         format_table("ours", ours),
@@ -323,12 +328,12 @@ def format_result(result: Result, name: str = "drive") -> str:
     return "\n".join(head + verdict)
 
 
-def _plan_words(sc: Scenario) -> str:
+def _plan_words(sc: Scenario, cfg: prog.EtaConfig) -> str:
     if sc.calibrated:
         return "calibrated (last stop planned at its actual arrival)"
     timed = [s for s in sc.route.stops if s.planned_arrival is not None]
     if not timed:
-        return "fixed planned speed"
+        return f"fixed planned speed {cfg.planned_speed_mps * 3.6:.1f} km/h plus planned service"
     return f"{len(timed)} planned arrival time(s)"
 
 

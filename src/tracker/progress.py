@@ -7,6 +7,13 @@ route and chain the ETAs of the remaining stops. Everything is computed from the
 own time, never the server clock, so replaying a recorded drive reproduces exactly the
 ETAs and events it produced live. The state is plain data that round-trips through JSON,
 so any server instance can take the next fix of a route.
+
+What the ETAs learn on the way: the recent speed (for the next minutes), the pace
+relative to the plan (for the rest of the route, as `eta.Trust` weighs it against the
+plan's own standing), and how long visits take against their planned service. A pending
+stop the vehicle has left well behind without a visit is deferred: the stops after it
+get their ETAs from where the vehicle is, and the deferred stop comes after the last one
+(the driver finishes the sequence, then goes back), announced once as stop.deferred.
 """
 
 from __future__ import annotations
@@ -20,9 +27,9 @@ from typing import Any, NamedTuple
 import shapely
 
 from tracker import motion
-from tracker.eta import Chain, Pace, PathIndex, SpeedEstimate, chain
+from tracker.eta import Chain, Pace, PathIndex, Profile, SpeedEstimate, Trust, chain
 from tracker.geo import LocalProjection
-from tracker.model import Event, EventType, Fix, JsonDict, Route, StopStatus
+from tracker.model import Event, EventType, Fix, JsonDict, Route, Stop, StopStatus
 
 _EXPLICIT = frozenset({StopStatus.COMPLETED, StopStatus.FAILED, StopStatus.SKIPPED})
 _EVENT_FOR = {
@@ -31,6 +38,9 @@ _EVENT_FOR = {
     StopStatus.SKIPPED: EventType.SKIPPED,
 }
 STATE_VERSION = 1
+# A pending stop passed without a visit: deferred to the end of the ETA chain. (Not in
+# model.EventType, which other modules own; same naming.)
+DEFERRED = "stop.deferred"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,20 +48,23 @@ class EtaConfig:
     """Thresholds for progress, motion and ETA publication (one config for every route)."""
 
     planned_speed_mps: float = 30.0 / 3.6  # used when the route's stops carry no planned times
-    # Recent speed (the last couple of minutes) holds for the next `near_s` of driving:
-    # the queue, the lights and the street the vehicle is in now.
-    speed_prior_s: float = 60.0  # the planned speed counts as this many seconds of driving
+    # Recent speed (the last couple of minutes) holds for the next minutes of driving, its
+    # weight fading over `near_s` seconds: the queue, the lights, the street it is in now.
+    speed_prior_s: float = 60.0  # the long-run speed counts as this many seconds of driving
     speed_tau_s: float = 120.0  # observed speed fades with this time constant
     near_s: float = 120.0
-    # Beyond that, the long-run speed: the plan, corrected by the whole drive so far. How
-    # much the plan weighs depends on where it comes from. A route's own planned times
-    # already reflect the roads ahead, while the drive so far was on other roads: in the
-    # real-drive backtests learning the long-run speed only made far ETAs worse against a
-    # calibrated schedule, so by default such a plan is kept (infinite weight). A bare
-    # default speed is a guess, and half an hour of driving outweighs it.
-    scheduled_prior_s: float = math.inf
-    trend_prior_s: float = 1800.0
-    trend_tau_s: float = 3600.0
+    # Beyond that, the long-run pace: the plan's, corrected by the drive so far as a normal
+    # model of relative pace says (eta.Trust). Standard deviations, relative to the pace:
+    schedule_error: float = 0.15  # a route's own planned times, overall (a router's total)
+    default_error: float = 0.3  # the default speed as a guess of a route's overall pace
+    road_spread: float = 0.4  # between stretches of road (city streets vs arterials)
+    traffic_spread: float = 0.3  # between stretches, from traffic no plan foresees
+    stretch_s: float = 300.0  # how long a stretch of one kind lasts (planned seconds)
+    trend_tau_s: float = 3600.0  # the drive's record fades with this time constant
+    # Time at stops: the planned service, corrected by the visits so far (actual time from
+    # arrival to departure against planned) with the plan worth this many planned seconds.
+    service_prior_s: float = 180.0
+    pass_m: float = 200.0  # a pending stop this far behind the progress, unvisited, is deferred
     min_speed_mps: float = 1.0
     max_speed_mps: float = 40.0
     reach_mps: float = 50.0  # fastest plausible progress between fixes (search window)
@@ -81,12 +94,26 @@ class EtaConfig:
             "planned_speed_mps",
             "speed_tau_s",
             "trend_tau_s",
+            "stretch_s",
             "min_speed_mps",
             "detour_factor",
         )
         for name in positive:
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"{name} must be positive")
+        non_negative = (
+            "speed_prior_s",
+            "near_s",
+            "schedule_error",
+            "default_error",
+            "road_spread",
+            "traffic_spread",
+            "service_prior_s",
+            "pass_m",
+        )
+        for name in non_negative:
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"{name} must not be negative")
         if self.max_speed_mps < self.min_speed_mps:
             raise ValueError("max_speed_mps must not be below min_speed_mps")
         if min(self.off_route_fixes, self.back_on_route_fixes, self.depart_fixes) < 1:
@@ -256,14 +283,17 @@ class RoutePlan:
     """Everything about a route that does not change between fixes, computed once."""
 
     __slots__ = (
+        "_trust",
         "along_m",
         "index",
         "max_radius_m",
         "max_reach_m",
         "opens_s",
         "planned_average_mps",
+        "planned_m",
         "planned_speed_mps",
         "position",
+        "profile",
         "projection",
         "radius_m",
         "reach_m",
@@ -304,13 +334,15 @@ class RoutePlan:
         )
         self.position = {sid: k for k, sid in enumerate(ids)}
         self.straight_line = route.straight_line
-        self.planned_speed_mps, self.planned_average_mps = self._planned_speeds()
+        self.planned_speed_mps, self.planned_average_mps = self._planned_speeds(stops)
+        self.profile = Profile(self._knots(stops))
+        self.planned_m = tuple(self.profile.planned_m(a) for a in self.along_m)
+        self._trust: tuple[EtaConfig, Trust] | None = None
 
-    def _planned_speeds(self) -> tuple[float | None, float | None]:
+    def _planned_speeds(self, stops: list[Stop]) -> tuple[float | None, float | None]:
         """The speeds the plan assumed, from the last stop with a planned arrival: driving
         (service times taken out) and average (service included), both m/s along the path."""
         start = self.route.planned_start.timestamp()
-        stops = sorted(self.route.stops, key=lambda s: s.seq)
         for k in range(len(stops) - 1, -1, -1):
             planned = stops[k].planned_arrival
             if planned is None:
@@ -322,6 +354,26 @@ class RoutePlan:
             return None, None
         return None, None
 
+    def _knots(self, stops: list[Stop]) -> list[tuple[float, float]]:
+        """(metres along, planned driving seconds) at each stop with a planned arrival.
+
+        A planned arrival at the opening of the stop's window may include waiting for it,
+        which is no driving: such a stop does not shape the profile.
+        """
+        if self.planned_speed_mps is None:
+            return []
+        start = self.route.planned_start.timestamp()
+        knots = []
+        for k, stop in enumerate(stops):
+            planned = stop.planned_arrival
+            if planned is None:
+                continue
+            opens = stop.window_start
+            if opens is not None and planned <= opens:
+                continue
+            knots.append((self.along_m[k], planned.timestamp() - start - sum(self.service_s[:k])))
+        return knots
+
     def prior_speed(self, cfg: EtaConfig) -> float:
         """The planned driving speed along this route's path (m/s)."""
         if self.planned_speed_mps is not None:
@@ -330,15 +382,36 @@ class RoutePlan:
         v = cfg.planned_speed_mps
         return v / cfg.detour_factor if self.straight_line else v
 
-    def trend_prior_s(self, cfg: EtaConfig) -> float:
-        """How many seconds of observed driving the planned speed is worth in the long run."""
-        return cfg.trend_prior_s if self.planned_speed_mps is None else cfg.scheduled_prior_s
+    def trust(self, cfg: EtaConfig) -> Trust:
+        """How far this route's plan is believed: a schedule knows the roads, a default
+        speed does not (cached for the last config, which is the one in use)."""
+        cached = self._trust
+        if cached is not None and cached[0] is cfg:
+            return cached[1]
+        scheduled = self.planned_speed_mps is not None
+        trust = Trust.of(
+            cfg.schedule_error if scheduled else cfg.default_error,
+            cfg.road_spread,
+            cfg.traffic_spread,
+            cfg.stretch_s,
+            knows_roads=scheduled,
+        )
+        self._trust = (cfg, trust)
+        return trust
 
     def average_speed(self, cfg: EtaConfig) -> float:
-        """The route's average planned speed, stops included (m/s): what a naive ETA uses."""
+        """The route's average planned speed, stops included (m/s): what a naive ETA uses.
+
+        Path length over planned duration: the last planned arrival when the stops carry
+        times, else driving the path at the prior speed plus every stop's service time, so
+        a naive ETA sees the same plan (speed and service) as ours.
+        """
         if self.planned_average_mps is not None:
             return self.planned_average_mps
-        return cfg.planned_speed_mps
+        length = self.along_m[-1]
+        if length <= 0.0:
+            return self.prior_speed(cfg)
+        return length / (length / self.prior_speed(cfg) + sum(self.service_s[:-1]))
 
 
 def plan(route: Route) -> RoutePlan:
@@ -373,6 +446,7 @@ class RouteState:
     x: float | None = None
     y: float | None = None
     speed: SpeedEstimate = field(default_factory=SpeedEstimate)
+    # The drive's record in planned metres per second: its pace relative to the plan.
     trend: SpeedEstimate = field(default_factory=SpeedEstimate)
     stay: motion.Stay | None = None
     at_stop: int | None = None  # index (in seq order) of the stop the vehicle is at
@@ -382,6 +456,9 @@ class RouteState:
     rejoin_m: float = 0.0
     offset_m: float = 0.0
     completed: bool = False
+    deferred: tuple[int, ...] = ()  # pending stops passed without a visit, in seq order
+    served_s: float = 0.0  # seconds from arrival to departure at the stops visited so far
+    service_planned_s: float = 0.0  # the planned service of those stops
 
     @property
     def last_fix_time(self) -> datetime | None:
@@ -410,6 +487,8 @@ class RouteState:
             "rejoin_m": self.rejoin_m,
             "offset_m": self.offset_m,
             "completed": self.completed,
+            "deferred": list(self.deferred),
+            "service": [self.served_s, self.service_planned_s],
         }
 
     @classmethod
@@ -448,6 +527,10 @@ class RouteState:
                 rejoin_m=float(data["rejoin_m"]),
                 offset_m=float(data["offset_m"]),
                 completed=bool(data["completed"]),
+                # States saved before deferral and service learning existed lack these.
+                deferred=tuple(int(k) for k in data.get("deferred", ())),
+                served_s=float(data.get("service", (0.0, 0.0))[0]),
+                service_planned_s=float(data.get("service", (0.0, 0.0))[1]),
             )
         except (KeyError, IndexError, TypeError) as exc:
             raise ValueError(f"route state is damaged: {exc!r}") from exc
@@ -487,12 +570,26 @@ def _all_done(stops: tuple[StopState, ...] | list[StopState]) -> bool:
     return all(s.status in StopStatus.DONE for s in stops)
 
 
-def _next_pending(stops: tuple[StopState, ...]) -> int | None:
-    """The first stop in sequence still to be visited."""
+def _next_pending(stops: tuple[StopState, ...], deferred: tuple[int, ...] = ()) -> int | None:
+    """The first stop in sequence still to be visited, deferred ones last."""
+    pending = StopStatus.PENDING
+    if not deferred:
+        for k, st in enumerate(stops):
+            if st.status == pending:
+                return k
+        return None
     for k, st in enumerate(stops):
-        if st.status == StopStatus.PENDING:
+        if st.status == pending and k not in deferred:
             return k
-    return None
+    return deferred[0]
+
+
+def _service_scale(state: RouteState, cfg: EtaConfig) -> float:
+    """Time at a stop per planned second of service, as the visits so far suggest."""
+    prior = cfg.service_prior_s
+    if state.service_planned_s <= 0.0 or math.isinf(prior):
+        return 1.0
+    return (state.served_s + prior) / (state.service_planned_s + prior)
 
 
 def _chain_start(
@@ -505,12 +602,13 @@ def _chain_start(
         st = state.stops[at]
         if st.status == StopStatus.ARRIVED and st.arrived_s is not None:
             # Still being served: the drive resumes when its service time is up.
-            return plan.along_m[at], max(t, st.arrived_s + plan.service_s[at]), 0.0
+            service = plan.service_s[at] * _service_scale(state, cfg)
+            return plan.along_m[at], max(t, st.arrived_s + service), 0.0
         return plan.along_m[at], t, 0.0
     if plan.straight_line and state.x is not None and state.y is not None:
         # The stops joined by straight lines are no road to measure progress on: the
         # way to the next stop is its own straight-line distance, like every later leg.
-        k = _next_pending(state.stops)
+        k = _next_pending(state.stops, state.deferred)
         if k is not None:
             sx, sy = plan.xy[k]
             return plan.along_m[k], t, math.hypot(state.x - sx, state.y - sy)
@@ -522,7 +620,14 @@ def _chain_start(
 
 def _chain(plan: RoutePlan, state: RouteState, t: float, pace: Pace, cfg: EtaConfig) -> Chain:
     start_m, start_s, lead_m = _chain_start(plan, state, t, cfg)
-    active = [s.status == StopStatus.PENDING for s in state.stops]
+    pending = StopStatus.PENDING
+    active = [s.status == pending for s in state.stops]
+    later = None
+    if state.deferred:
+        later = [False] * len(active)
+        for k in state.deferred:
+            later[k] = True
+    profile = plan.profile
     return chain(
         start_m,
         start_s,
@@ -535,6 +640,10 @@ def _chain(plan: RoutePlan, state: RouteState, t: float, pace: Pace, cfg: EtaCon
         cfg.eta_change_s,
         cfg.eta_change_frac,
         lead_m,
+        None if profile.flat else plan.planned_m,
+        None if profile.flat else profile.planned_m(start_m),
+        later,
+        _service_scale(state, cfg),
     )
 
 
@@ -545,13 +654,19 @@ def _speed(plan: RoutePlan, speed: SpeedEstimate, cfg: EtaConfig) -> float:
 
 
 def _pace(plan: RoutePlan, state: RouteState, cfg: EtaConfig) -> Pace:
+    """Recent speed handing over to the long-run pace the drive so far suggests."""
     prior = plan.prior_speed(cfg)
     lo, hi = cfg.min_speed_mps, cfg.max_speed_mps
-    return Pace(
-        state.speed.speed(prior, cfg.speed_prior_s, lo, hi),
-        state.trend.speed(prior, plan.trend_prior_s(cfg), lo, hi),
-        cfg.near_s,
+    profile = plan.profile
+    done_m = profile.planned_m(state.progress_m)
+    remaining_m = max(0.0, plan.planned_m[-1] - done_m)
+    g = plan.trust(cfg).factor(
+        state.trend.time_s, state.trend.distance_m / prior, remaining_m / prior
     )
+    far = hi if g * hi <= prior else min(hi, max(lo, prior / g))
+    local = profile.ratio(state.progress_m)
+    near = state.speed.speed(far / local, cfg.speed_prior_s, lo, hi)
+    return Pace(near, far, cfg.near_s, local)
 
 
 def _progress(plan: RoutePlan, state: RouteState, t: float, pace: Pace, ch: Chain) -> Progress:
@@ -564,10 +679,13 @@ def _progress(plan: RoutePlan, state: RouteState, t: float, pace: Pace, ch: Chai
             remaining = d
             break
     next_id: int | None = None
+    deferred = state.deferred
     for k, e in enumerate(etas):
-        if e is not None or stops[k].status == StopStatus.ARRIVED:
+        if (e is not None and k not in deferred) or stops[k].status == StopStatus.ARRIVED:
             next_id = ids[k]
             break
+    if next_id is None and deferred:
+        next_id = ids[deferred[0]]
 
     return Progress(
         time=datetime.fromtimestamp(t, UTC),
@@ -635,6 +753,8 @@ def step(
 
     # 3. Geofences: departure from the stop being served, else arrival at a pending one.
     stops = state.stops
+    deferred = state.deferred
+    served_s, service_planned_s = state.served_s, state.service_planned_s
     at = state.at_stop
     outside_fixes = state.outside_fixes
     if at is not None:
@@ -644,15 +764,26 @@ def step(
         )
         outside_fixes = outside_fixes + 1 if gone else 0
         if outside_fixes >= cfg.depart_fixes:
+            arrived_s = stops[at].arrived_s
+            if arrived_s is not None and plan.service_s[at] > 0.0:
+                # The visit's length teaches how long visits take.
+                served_s += t - arrived_s
+                service_planned_s += plan.service_s[at]
             stops = _depart(stops, at, t, emit)
             at, outside_fixes = None, 0
     if at is None:
-        k = _arrival(plan, stops, x, y, new_p, slack, moving, stay.duration(t), cfg)
+        k = _arrival(plan, stops, deferred, x, y, new_p, slack, moving, stay.duration(t), cfg)
         if k is not None:
             stops = _with(stops, k, replace(stops[k], status=StopStatus.ARRIVED, arrived_s=t))
             sx, sy = plan.xy[k]
             emit(EventType.ARRIVED, k, distance_m=round(math.hypot(x - sx, y - sy), 1))
             at, outside_fixes = k, 0
+            if k in deferred:
+                deferred = tuple(j for j in deferred if j != k)
+    if not (far or plan.straight_line):
+        # (Along stops joined by straight lines, progress is no road travelled: there is
+        # nothing to pass a stop on.)
+        deferred = _defer(plan, stops, deferred, x, y, new_p, at, cfg, emit)
 
     # 4. Off route after several far fixes in a row, back on after several near ones; a
     # vehicle at or by a stop (a yard, a depot set back from the road) is where it should be.
@@ -670,13 +801,14 @@ def step(
     if off_route and far:
         # Head back for the path before the next stop rather than wherever it passes
         # nearest: a path that later comes close must not pull the ETAs past stops.
-        k = _next_pending(stops)
+        k = _next_pending(stops, deferred)
         end = index.length_m if k is None else max(p, plan.along_m[k]) + plan.max_radius_m
         lo = p - cfg.search_back_m
         back = index.locate(x, y, (lo, end), (p, p), 1.0, cfg.first_fix_ahead_cost)
         rejoin_m, offset_m = back.along_m, back.offset_m
 
-    # 5. Learn the speed from progress on the path between stops (service time is planned).
+    # 5. Learn the speed from progress on the path between stops (service time is planned),
+    # and the pace relative to the plan from the same progress in planned metres.
     speed, trend = state.speed, state.trend
     if (
         last_s is not None
@@ -686,17 +818,20 @@ def step(
         and at is None
     ):
         moved = new_p - p
+        profile = plan.profile
+        planned = moved if profile.flat else profile.planned_m(new_p) - profile.planned_m(p)
         if plan.straight_line and state.x is not None and state.y is not None:
             # Without a road to follow, progress is how much closer the next stop got.
-            k = _next_pending(stops)
+            k = _next_pending(stops, deferred)
             if k is not None:
                 sx, sy = plan.xy[k]
                 moved = math.hypot(state.x - sx, state.y - sy) - math.hypot(x - sx, y - sy)
+                planned = moved * profile.ratio(p)
         speed = speed.learn(moved, dt, cfg.speed_tau_s)
-        trend = trend.learn(moved, dt, cfg.trend_tau_s)
+        trend = trend.learn(planned, dt, cfg.trend_tau_s)
 
     completed = state.completed
-    if not completed and _all_done(stops):
+    if not completed and at is None and _all_done(stops):
         completed = True
         emit(EventType.ROUTE_COMPLETED)
 
@@ -717,6 +852,9 @@ def step(
         rejoin_m=rejoin_m,
         offset_m=offset_m,
         completed=completed,
+        deferred=deferred,
+        served_s=served_s,
+        service_planned_s=service_planned_s,
     )
 
     # 6. ETAs, and events for the ones that moved enough to matter or are close now.
@@ -744,6 +882,8 @@ def step(
         if e is None:
             continue
         if e > soon:
+            if deferred:
+                continue  # deferred stops come last, out of sequence
             break  # ETAs only grow along the chain
         if not stops[k].announced:
             emit(EventType.ARRIVING, k, eta=_iso(e))
@@ -770,6 +910,47 @@ def _depart(
     return _with(stops, k, replace(st, departed_s=t))
 
 
+def _defer(
+    plan: RoutePlan,
+    stops: tuple[StopState, ...],
+    deferred: tuple[int, ...],
+    x: float,
+    y: float,
+    along: float,
+    at: int | None,
+    cfg: EtaConfig,
+    emit: _Emitter,
+) -> tuple[int, ...]:
+    """The deferred stops after this fix.
+
+    A pending stop the progress has left `pass_m` behind, with the vehicle that far from it
+    too (and farther than the stop is from the path), was passed without a visit: it is
+    deferred (the ETA chain visits it after the others, and stop.deferred says so once).
+    A deferred stop the progress has come back to (within half that distance) is in
+    sequence again.
+    """
+    if deferred:
+        back = tuple(k for k in deferred if along - plan.along_m[k] >= 0.5 * cfg.pass_m)
+        if len(back) != len(deferred):
+            deferred = back
+    behind = along - cfg.pass_m
+    k = _next_pending(stops, deferred)
+    while k is not None and k not in deferred and k != at and plan.along_m[k] < behind:
+        sx, sy = plan.xy[k]
+        d = math.hypot(x - sx, y - sy)
+        if d <= max(cfg.pass_m, plan.reach_m[k]):
+            break  # still by it (a stop set back from the road is reached off the path)
+        deferred = tuple(sorted((*deferred, k)))
+        emit(
+            DEFERRED,
+            k,
+            passed_m=round(along - plan.along_m[k], 1),
+            distance_m=round(d, 1),
+        )
+        k = _next_pending(stops, deferred)
+    return deferred
+
+
 def _by_a_stop(
     plan: RoutePlan,
     stops: tuple[StopState, ...],
@@ -793,6 +974,7 @@ def _by_a_stop(
 def _arrival(
     plan: RoutePlan,
     stops: tuple[StopState, ...],
+    deferred: tuple[int, ...],
     x: float,
     y: float,
     along: float,
@@ -803,15 +985,18 @@ def _arrival(
 ) -> int | None:
     """The pending stop the vehicle has just arrived at, if any.
 
-    Stops placed near the current progress along the path arrive on the usual rule; any
-    other pending stop only after a long stay inside its geofence, so passing a later stop
-    on a street the path uses twice, or waiting at a light beside it, is no visit.
+    Stops placed near the current progress along the path, the next stop in sequence and
+    the deferred ones (the driver may come back to them by any road) arrive on the usual
+    rule; any other pending stop only after a long stay inside its geofence, so passing a
+    later stop on a street the path uses twice, or waiting at a light beside it, is no visit.
     """
     near = plan.max_radius_m + slack + cfg.jitter_m
     lo = bisect_left(plan.along_m, along - near)
     hi = bisect_right(plan.along_m, along + near)
-    following = _next_pending(stops)
-    candidates = range(lo, hi) if following is None else (following, *range(lo, hi))
+    following = _next_pending(stops, deferred)
+    candidates: tuple[int, ...] = (*deferred, *range(lo, hi))
+    if following is not None:
+        candidates = (following, *candidates)
     for k in candidates:
         if stops[k].status != StopStatus.PENDING:
             continue
@@ -874,7 +1059,8 @@ def set_status(
     if not completed and _all_done(stops):
         completed = True
         emit(EventType.ROUTE_COMPLETED)
-    new_state = replace(state, stops=stops, at_stop=at, completed=completed)
+    deferred = tuple(j for j in state.deferred if j != k)
+    new_state = replace(state, stops=stops, at_stop=at, completed=completed, deferred=deferred)
     return new_state, emit.events
 
 

@@ -106,6 +106,27 @@ def test_a_calibrated_plan_gives_the_baseline_the_true_average_speed() -> None:
     assert plan.prior_speed(prog.EtaConfig()) > result.baseline_speed_mps
 
 
+def test_the_baseline_sees_the_same_plan_as_ours_service_included() -> None:
+    sc = bt.scenario(sample_drive())  # a fixed planned speed, 60 s service per dwell
+    result = bt.replay(sc, prog.EtaConfig(planned_speed_mps=10.0))
+    plan = prog.plan(sc.route)
+    length = plan.along_m[-1]
+    service = sum(s.service_s for s in sorted(sc.route.stops, key=lambda s: s.seq)[:-1])
+    assert service == 120.0
+    assert result.baseline_speed_mps == pytest.approx(length / (length / 10.0 + service))
+    text = bt.format_result(result)
+    assert "fixed planned speed 36.0 km/h plus planned service" in text
+    assert f"service included) {result.baseline_speed_mps * 3.6:.1f} km/h" in text
+
+
+@pytest.mark.parametrize("calibrate", [True, False], ids=["calibrated", "30 km/h"])
+def test_ours_beats_the_baseline_at_every_horizon_on_the_munich_drive(calibrate: bool) -> None:
+    result = bt.replay(bt.scenario(sample_drive(), calibrate=calibrate), prog.EtaConfig())
+    assert bt.beats_baseline(result)
+    ours = {r.label: r for r in result.table("ours")}
+    assert ours["15-30 min"].n > 300  # the hard bucket: the slow start predicting the end
+
+
 def test_cli_report_on_the_packaged_drive(capsys: pytest.CaptureFixture[str]) -> None:
     assert bt.run_cli([str(MUNICH)]) == 0
     out = capsys.readouterr().out
