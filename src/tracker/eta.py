@@ -162,8 +162,8 @@ class SpeedEstimate:
 class Trust:
     """How far a plan's pace is believed, as seconds of observed driving it is worth.
 
-    A normal model of the route's pace relative to the plan's: an overall factor the plan
-    may have wrong (relative standard deviation `error`), times variation from stretch to
+    A normal model of the route's log pace relative to the plan's: an overall factor the
+    plan may have wrong (relative standard deviation `error`), times variation from stretch to
     stretch of road, correlated over stretches of a few minutes and independent between
     them. Part of that variation is the road mix (city streets, arterials), part traffic
     no plan foresees. Two weights follow, in planned seconds of driving:
@@ -226,7 +226,10 @@ class Trust:
         total = planned_s + remaining_s
         a = self.shape_s
         weight = planned_s * (1.0 - a / total) / (planned_s + a * remaining_s / total + self.fit_s)
-        return median * (1.0 + weight * (observed_s / planned_s - 1.0))
+        # Deviations are relative, so the model works on log pace: a drive three times
+        # slower than planned counts as much as one three times faster, and no deviation
+        # however large can turn the rest of the route into an impossible sprint.
+        return median * math.exp(weight * math.log(max(observed_s, 1e-3) / planned_s))
 
 
 class Profile:

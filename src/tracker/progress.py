@@ -827,8 +827,10 @@ def step(
                 sx, sy = plan.xy[k]
                 moved = math.hypot(state.x - sx, state.y - sy) - math.hypot(x - sx, y - sy)
                 planned = moved * profile.ratio(p)
-        speed = speed.learn(moved, dt, cfg.speed_tau_s)
-        trend = trend.learn(planned, dt, cfg.trend_tau_s)
+        if trend.distance_m > 0.0 or moved > 0.0:
+            # (Waiting before the drive gets going is a late start, not the route's pace.)
+            speed = speed.learn(moved, dt, cfg.speed_tau_s)
+            trend = trend.learn(planned, dt, cfg.trend_tau_s)
 
     completed = state.completed
     if not completed and at is None and _all_done(stops):

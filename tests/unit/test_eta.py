@@ -167,6 +167,15 @@ def test_a_schedule_that_knows_the_roads_expects_a_slow_start_to_be_made_up() ->
     assert exact.factor(480.0, 300.0, 900.0) == pytest.approx((900.0 - 180.0) / 900.0)
 
 
+def test_no_deviation_turns_the_rest_of_a_schedule_into_a_sprint() -> None:
+    trust = Trust.of(0.15, 0.4, 0.3, 300.0, knows_roads=True)
+    # A 5-minute schedule: 1 planned minute took 21 (a jam). Some of it may be made up on
+    # faster roads, but the rest is not expected at several times the planned speed.
+    assert 0.5 < trust.factor(1260.0, 60.0, 240.0) < 1.0
+    # The other way round: far ahead of a long schedule means the plan is slow.
+    assert trust.factor(100.0, 600.0, 20_000.0) < 0.8
+
+
 # -- Profile: a schedule's own pace along the path ------------------------------------------
 
 

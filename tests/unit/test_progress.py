@@ -581,6 +581,19 @@ def test_a_schedule_expects_a_slow_start_to_be_made_up_on_the_roads_ahead() -> N
     assert (eta_of(dps[-1], 10) - dps[-1].time).total_seconds() > left
 
 
+def test_waiting_before_the_drive_starts_is_a_late_start_not_a_slow_pace() -> None:
+    r = route(STRAIGHT, [(3000, 0)])
+    plan = prog.plan(r)
+    st, _, _ = run(plan, wait(0, 0, 1200) + drive(0, 600, 1200))
+    assert st.trend.time_s == pytest.approx(60.0, abs=2.0)
+    # Driven at 10 m/s from the start, the rest is expected at about that pace.
+    _, _, prompt = run(plan, drive(0, 600, 0))
+    st, _, late = run(plan, wait(0, 0, 1200) + drive(0, 600, 1200))
+    left_prompt = (eta_of(prompt[-1], 10) - prompt[-1].time).total_seconds()
+    left_late = (eta_of(late[-1], 10) - late[-1].time).total_seconds()
+    assert left_late == pytest.approx(left_prompt, rel=0.02)
+
+
 def test_planned_arrivals_at_several_stops_set_each_legs_pace() -> None:
     # A slow first leg (2 km in 400 s) and a fast second one (6 km in 300 s after 60 s
     # of service at the first stop).
