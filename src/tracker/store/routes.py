@@ -310,8 +310,8 @@ FROM routes r JOIN devices d ON d.id = r.device_id
 
 _STOP_COLUMNS = """
 SELECT route_id, id, seq, name, recipient, ST_Y(location::geometry) AS lat,
-       ST_X(location::geometry) AS lon, radius_m, service_s, status, eta, arrived_at,
-       completed_at, reason
+       ST_X(location::geometry) AS lon, radius_m, service_s, planned_arrival, window_start,
+       window_end, status, eta, arrived_at, completed_at, reason
 FROM stops
 """
 
@@ -332,6 +332,9 @@ def route_json(route: asyncpg.Record, stops: Sequence[asyncpg.Record]) -> JsonDi
             "lon": s["lon"],
             "radius_m": s["radius_m"],
             "service_s": s["service_s"],
+            "planned_arrival": _iso(s["planned_arrival"]),
+            "window_start": _iso(s["window_start"]),
+            "window_end": _iso(s["window_end"]),
             "status": s["status"],
             "eta": _iso(s["eta"]),
             "arrived_at": _iso(s["arrived_at"]),
