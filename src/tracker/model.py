@@ -92,6 +92,7 @@ class EventType:
     ARRIVING = "stop.arriving"
     ARRIVED = "stop.arrived"
     DEPARTED = "stop.departed"
+    DEFERRED = "stop.deferred"  # passed by without a visit; now expected after the others
     COMPLETED = "stop.completed"
     FAILED = "stop.failed"
     SKIPPED = "stop.skipped"

@@ -40,7 +40,7 @@ _EVENT_FOR = {
 STATE_VERSION = 1
 # A pending stop passed without a visit: deferred to the end of the ETA chain. (Not in
 # model.EventType, which other modules own; same naming.)
-DEFERRED = "stop.deferred"
+DEFERRED = EventType.DEFERRED
 
 
 @dataclass(frozen=True, slots=True)
