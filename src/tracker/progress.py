@@ -38,8 +38,7 @@ _EVENT_FOR = {
     StopStatus.SKIPPED: EventType.SKIPPED,
 }
 STATE_VERSION = 1
-# A pending stop passed without a visit: deferred to the end of the ETA chain. (Not in
-# model.EventType, which other modules own; same naming.)
+# A pending stop passed without a visit: deferred to the end of the ETA chain.
 DEFERRED = EventType.DEFERRED
 
 
