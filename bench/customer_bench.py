@@ -446,7 +446,7 @@ def main() -> None:
     parser.add_argument("--warmup-seconds", type=float, default=5.0)
     parser.add_argument("--connect-seconds", type=float, default=25.0, help="time to connect")
     parser.add_argument("--socket-procs", type=int, default=2)
-    parser.add_argument("--fleet-connections", type=int, default=256)
+    parser.add_argument("--fleet-connections", type=int, default=128)
     parser.add_argument("--tick-ms", type=float, default=150.0)
     parser.add_argument("--max-stops-away", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
