@@ -1,11 +1,12 @@
 """Group commit of positions: many requests share one COPY and one commit.
 
 A request hands its rows to `PositionWriter.write` and awaits the result; the writer
-gathers rows for a couple of milliseconds (or until a row limit), COPYs them into a
-staging table, moves them into `positions` skipping duplicates, advances each device's
-`last_positions` only forward in time, commits, and only then resolves every waiting
-request. A failed commit fails every request of its batch, so nothing unacknowledged is
-reported as stored and nothing acknowledged is lost.
+gathers rows for a couple of milliseconds (or until a row limit), COPYs them straight into
+`positions`, advances each device's `last_positions` only forward in time, commits, and
+only then resolves every waiting request. COPY cannot skip duplicates, so a batch holding
+one (a phone's retry) is rolled back and written again through a staging table that does.
+A failed commit fails every request of its batch: nothing unacknowledged is reported as
+stored and nothing acknowledged is lost.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 
 from tracker.store.db import DB_ERRORS, init_connection
 
@@ -37,6 +40,18 @@ PositionRow = tuple[
     dict[str, object],
 ]
 
+_COLUMNS = (
+    "device_id",
+    "fix_time",
+    "received_at",
+    "geog",
+    "speed",
+    "course",
+    "accuracy",
+    "altitude",
+    "attributes",
+)
+
 _STAGE_COLUMNS = (
     "seq",
     "device_id",
@@ -51,42 +66,58 @@ _STAGE_COLUMNS = (
     "attributes",
 )
 
-# One round trip: move staged rows into `positions` skipping duplicates, and advance each
-# device's last position. Only a newer fix replaces the last position: a late ping from a
-# phone that was offline goes into history but never moves the live position backwards.
-_MOVE_AND_ADVANCE = """
-WITH moved AS (
-    INSERT INTO positions (device_id, fix_time, received_at, geog, speed, course, accuracy,
-                           altitude, attributes)
-    SELECT DISTINCT ON (device_id, fix_time)
-           device_id, fix_time, received_at,
-           ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography,
-           speed, course, accuracy, altitude, attributes
-    FROM ingest_stage
-    ORDER BY device_id, fix_time, seq
-    ON CONFLICT DO NOTHING
-    RETURNING device_id, fix_time
-), advanced AS (
-    INSERT INTO last_positions (device_id, fix_time, received_at, geog, speed, course,
-                                accuracy, altitude, attributes)
-    SELECT DISTINCT ON (device_id)
-           device_id, fix_time, received_at,
-           ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography,
-           speed, course, accuracy, altitude, attributes
-    FROM ingest_stage
-    ORDER BY device_id, fix_time DESC, seq
-    ON CONFLICT (device_id) DO UPDATE SET
-        fix_time = EXCLUDED.fix_time, received_at = EXCLUDED.received_at,
-        geog = EXCLUDED.geog, speed = EXCLUDED.speed, course = EXCLUDED.course,
-        accuracy = EXCLUDED.accuracy, altitude = EXCLUDED.altitude,
-        attributes = EXCLUDED.attributes
-    WHERE last_positions.fix_time < EXCLUDED.fix_time
-    RETURNING device_id, fix_time
-)
-SELECT true AS stored, device_id, fix_time FROM moved
-UNION ALL
-SELECT false, device_id, fix_time FROM advanced
+# The slow path, for a batch holding duplicates: staged rows move into `positions`
+# skipping keys already stored (and repeats within the batch: the first one wins).
+_MOVE = """
+INSERT INTO positions (device_id, fix_time, received_at, geog, speed, course, accuracy,
+                       altitude, attributes)
+SELECT DISTINCT ON (device_id, fix_time)
+       device_id, fix_time, received_at,
+       ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography,
+       speed, course, accuracy, altitude, attributes
+FROM ingest_stage
+ORDER BY device_id, fix_time, seq
+ON CONFLICT DO NOTHING
+RETURNING device_id, fix_time
 """
+
+# The newest row of each device in a batch, as arrays (one statement for any batch size).
+# Only a newer fix replaces the last position: a late ping from a phone that was offline
+# goes into history but never moves the live position backwards.
+_ADVANCE = """
+INSERT INTO last_positions (device_id, fix_time, received_at, geog, speed, course, accuracy,
+                            altitude, attributes)
+SELECT d, t, r, ST_SetSRID(ST_MakePoint(x, y), 4326)::geography, s, c, a, h, j::jsonb
+FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::float8[], $5::float8[],
+            $6::real[], $7::real[], $8::real[], $9::real[], $10::text[])
+     AS u(d, t, r, x, y, s, c, a, h, j)
+ON CONFLICT (device_id) DO UPDATE SET
+    fix_time = EXCLUDED.fix_time, received_at = EXCLUDED.received_at, geog = EXCLUDED.geog,
+    speed = EXCLUDED.speed, course = EXCLUDED.course, accuracy = EXCLUDED.accuracy,
+    altitude = EXCLUDED.altitude, attributes = EXCLUDED.attributes
+WHERE last_positions.fix_time < EXCLUDED.fix_time
+RETURNING device_id, fix_time
+"""
+
+_EWKB_POINT = struct.Struct("<BIIdd")
+
+
+def _ewkb_point(lon_lat: tuple[float, float]) -> bytes:
+    # Little-endian EWKB point with SRID 4326: what geography's binary input takes, built
+    # without a geometry object per row.
+    return _EWKB_POINT.pack(1, 0x20000001, 4326, lon_lat[0], lon_lat[1])
+
+
+async def init_writer_connection(conn: asyncpg.Connection) -> None:
+    """The pool's codecs, plus geography encoded from a (lon, lat) tuple for COPY."""
+    await init_connection(conn)
+    await conn.set_type_codec(
+        "geography",
+        encoder=_ewkb_point,
+        decoder=lambda data: data,
+        schema="public",
+        format="binary",
+    )
 
 
 class StoreUnavailable(Exception):
@@ -199,7 +230,7 @@ class PositionWriter:
         try:
             if conn is None or conn.is_closed():
                 conn = await asyncpg.connect(self._url, timeout=5.0)
-                await init_connection(conn)
+                await init_writer_connection(conn)
             for attempt in range(3):
                 try:
                     results = await self._commit(batch, conn)
@@ -225,36 +256,46 @@ class PositionWriter:
             self._conns.put_nowait(conn)
 
     async def _commit(self, batch: list[_Pending], conn: asyncpg.Connection) -> list[WriteResult]:
-        records = []
-        seq = 0
-        months: set[tuple[int, int]] = set()
-        for item in batch:
-            for row in item.rows:
-                records.append((seq, *row))
-                seq += 1
-                fix_time = row[1]
-                months.add((fix_time.year, fix_time.month))
+        rows = [row for item in batch for row in item.rows]
+        months = {(row[1].year, row[1].month) for row in rows}
         for year, month in months - self._known_months:
             await conn.execute(
                 "SELECT tracker_ensure_partition($1)", datetime(year, month, 1, tzinfo=UTC)
             )
             self._known_months.add((year, month))
-        async with conn.transaction():
-            await conn.copy_records_to_table(
-                "ingest_stage", records=records, columns=_STAGE_COLUMNS
-            )
-            inserted: set[tuple[int, datetime]] = set()
-            advanced: set[tuple[int, datetime]] = set()
-            for stored_row, dev, fix_time in await conn.fetch(_MOVE_AND_ADVANCE):
-                (inserted if stored_row else advanced).add((dev, fix_time))
+        newest: dict[int, PositionRow] = {}
+        for row in rows:
+            current = newest.get(row[0])
+            if current is None or row[1] > current[1]:
+                newest[row[0]] = row
+        inserted: set[tuple[int, datetime]] | None = None
+        try:
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    "positions",
+                    records=[(r[0], r[1], r[2], (r[3], r[4]), *r[5:]) for r in rows],
+                    columns=_COLUMNS,
+                )
+                advanced = await self._advance(conn, newest)
+        except asyncpg.UniqueViolationError:
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    "ingest_stage",
+                    records=[(seq, *row) for seq, row in enumerate(rows)],
+                    columns=_STAGE_COLUMNS,
+                )
+                inserted = {(r[0], r[1]) for r in await conn.fetch(_MOVE)}
+                advanced = await self._advance(conn, newest)
         results: list[WriteResult] = []
         for item in batch:
             stored: list[bool] = []
             moved: list[bool] = []
             for row in item.rows:
                 key = (row[0], row[1])
-                # The first occurrence of a key in the batch is the one that was stored.
-                if key in inserted:
+                if inserted is None:
+                    stored.append(True)
+                elif key in inserted:
+                    # The first occurrence of a key in the batch is the one that was stored.
                     inserted.discard(key)
                     stored.append(True)
                 else:
@@ -266,3 +307,23 @@ class PositionWriter:
                     moved.append(False)
             results.append(WriteResult(stored, moved))
         return results
+
+    @staticmethod
+    async def _advance(
+        conn: asyncpg.Connection, newest: dict[int, PositionRow]
+    ) -> set[tuple[int, datetime]]:
+        rows = list(newest.values())
+        returned = await conn.fetch(
+            _ADVANCE,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [r[3] for r in rows],
+            [r[4] for r in rows],
+            [r[5] for r in rows],
+            [r[6] for r in rows],
+            [r[7] for r in rows],
+            [r[8] for r in rows],
+            [orjson.dumps(r[9]).decode() for r in rows],
+        )
+        return {(r[0], r[1]) for r in returned}
