@@ -445,3 +445,25 @@ async def writer_pool(database_url: str) -> AsyncIterator[tuple[asyncpg.Pool, in
         yield pool, device.id
     finally:
         await pool.close()
+
+
+async def test_a_duplicate_in_a_shared_batch_spares_the_other_requests(
+    database_url: str, db: asyncpg.Pool
+) -> None:
+    from tracker.store.writer import PositionWriter
+
+    async with writer_pool(database_url) as (_pool, device_id):
+        writer = PositionWriter(database_url, interval_ms=50.0)
+        writer.start()
+        old = NOW - timedelta(hours=1)
+        first = await writer.write([(device_id, old, NOW, 11.0, 48.0, None, None, None, None, {})])
+        assert first.stored == [True] and first.advanced == [True]
+        fresh = [(device_id, NOW, NOW, 11.0, 48.0, None, None, None, None, {})]
+        retry = [(device_id, old, NOW, 11.0, 48.0, None, None, None, None, {})]
+        # Both land in one group commit; the retry forces the batch onto the staging path.
+        a, b = await asyncio.gather(writer.write(fresh), writer.write(retry))
+        await writer.close()
+    assert a.stored == [True] and a.advanced == [True]
+    assert b.stored == [False] and b.advanced == [False]
+    count = await db.fetchval("SELECT count(*) FROM positions WHERE device_id = $1", device_id)
+    assert count == 2
