@@ -424,7 +424,7 @@ async def test_writer_close_flushes_what_is_queued(database_url: str, db: asyncp
     async with writer_pool(database_url) as (_pool, device_id):
         writer = PositionWriter(database_url, interval_ms=5000.0)
         writer.start()
-        row = (device_id, NOW, NOW, 11.0, 48.0, None, None, None, None, {})
+        row = (device_id, NOW, NOW, (11.0, 48.0), None, None, None, None, {})
         task = asyncio.create_task(writer.write([row]))
         await asyncio.sleep(0.05)
         await writer.close()
@@ -456,10 +456,12 @@ async def test_a_duplicate_in_a_shared_batch_spares_the_other_requests(
         writer = PositionWriter(database_url, interval_ms=50.0)
         writer.start()
         old = NOW - timedelta(hours=1)
-        first = await writer.write([(device_id, old, NOW, 11.0, 48.0, None, None, None, None, {})])
+        first = await writer.write(
+            [(device_id, old, NOW, (11.0, 48.0), None, None, None, None, {})]
+        )
         assert first.stored == [True] and first.advanced == [True]
-        fresh = [(device_id, NOW, NOW, 11.0, 48.0, None, None, None, None, {})]
-        retry = [(device_id, old, NOW, 11.0, 48.0, None, None, None, None, {})]
+        fresh = [(device_id, NOW, NOW, (11.0, 48.0), None, None, None, None, {})]
+        retry = [(device_id, old, NOW, (11.0, 48.0), None, None, None, None, {})]
         # Both land in one group commit; the retry forces the batch onto the staging path.
         a, b = await asyncio.gather(writer.write(fresh), writer.write(retry))
         await writer.close()

@@ -26,13 +26,13 @@ from tracker.store.db import DB_ERRORS, init_connection
 
 log = logging.getLogger(__name__)
 
-# (device_id, fix_time, received_at, lon, lat, speed, course, accuracy, altitude, attributes)
+# (device_id, fix_time, received_at, (lon, lat), speed, course, accuracy, altitude,
+# attributes): the column order of `positions`, so rows go to COPY as they are.
 PositionRow = tuple[
     int,
     datetime,
     datetime,
-    float,
-    float,
+    tuple[float, float],
     float | None,
     float | None,
     float | None,
@@ -273,7 +273,7 @@ class PositionWriter:
             async with conn.transaction():
                 await conn.copy_records_to_table(
                     "positions",
-                    records=[(r[0], r[1], r[2], (r[3], r[4]), *r[5:]) for r in rows],
+                    records=rows,
                     columns=_COLUMNS,
                 )
                 advanced = await self._advance(conn, newest)
@@ -281,7 +281,10 @@ class PositionWriter:
             async with conn.transaction():
                 await conn.copy_records_to_table(
                     "ingest_stage",
-                    records=[(seq, *row) for seq, row in enumerate(rows)],
+                    records=[
+                        (seq, r[0], r[1], r[2], r[3][0], r[3][1], *r[4:])
+                        for seq, r in enumerate(rows)
+                    ],
                     columns=_STAGE_COLUMNS,
                 )
                 inserted = {(r[0], r[1]) for r in await conn.fetch(_MOVE)}
@@ -318,12 +321,12 @@ class PositionWriter:
             [r[0] for r in rows],
             [r[1] for r in rows],
             [r[2] for r in rows],
-            [r[3] for r in rows],
+            [r[3][0] for r in rows],
+            [r[3][1] for r in rows],
             [r[4] for r in rows],
             [r[5] for r in rows],
             [r[6] for r in rows],
             [r[7] for r in rows],
-            [r[8] for r in rows],
-            [orjson.dumps(r[9]).decode() for r in rows],
+            [orjson.dumps(r[8]).decode() for r in rows],
         )
         return {(r[0], r[1]) for r in returned}
