@@ -315,7 +315,9 @@ class PositionWriter:
     async def _advance(
         conn: asyncpg.Connection, newest: dict[int, PositionRow]
     ) -> set[tuple[int, datetime]]:
-        rows = list(newest.values())
+        # Lock the devices' rows in one global order: concurrent batches (other writer
+        # connections, other workers) then wait for each other instead of deadlocking.
+        rows = [newest[device] for device in sorted(newest)]
         returned = await conn.fetch(
             _ADVANCE,
             [r[0] for r in rows],
