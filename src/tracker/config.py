@@ -29,7 +29,7 @@ class Settings:
     redis_url: str | None = None
     admin_token: str | None = None
     # Group commit: a batch closes after this many milliseconds or rows, whichever first.
-    commit_interval_ms: float = 2.0
+    commit_interval_ms: float = 1.0
     commit_max_rows: int = 5000
     max_body_bytes: int = 4 * 1024 * 1024
     max_batch: int = 10_000
@@ -83,7 +83,7 @@ class Settings:
             database_url=os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             redis_url=os.environ.get("REDIS_URL") or None,
             admin_token=os.environ.get("TRACKER_ADMIN_TOKEN") or None,
-            commit_interval_ms=_float("TRACKER_COMMIT_INTERVAL_MS", 2.0),
+            commit_interval_ms=_float("TRACKER_COMMIT_INTERVAL_MS", 1.0),
             commit_max_rows=_int("TRACKER_COMMIT_MAX_ROWS", 5000),
             max_body_bytes=_int("TRACKER_MAX_BODY_BYTES", 4 * 1024 * 1024),
             max_batch=_int("TRACKER_MAX_BATCH", 10_000),
