@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 def _float(name: str, default: float) -> float:
@@ -44,7 +44,6 @@ class Settings:
     stale_after_s: float = 120.0
     tracking_ttl_s: float = 24 * 3600.0
     customer_max_stops_away: int = 1
-    session_secret: str | None = None
     # How long an instance trusts "this device has no active route" (a route created on
     # another instance is picked up within this time; its pings are applied then).
     route_cache_s: float = 5.0
@@ -74,7 +73,6 @@ class Settings:
     webhook_retry_max_s: float = 3600.0
     webhook_max_attempts: int = 12
     webhook_concurrency: int = 8
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -98,7 +96,6 @@ class Settings:
             stale_after_s=_float("TRACKER_STALE_AFTER_S", 120.0),
             tracking_ttl_s=_float("TRACKER_TRACKING_TTL_S", 24 * 3600.0),
             customer_max_stops_away=_int("TRACKER_CUSTOMER_MAX_STOPS_AWAY", 1),
-            session_secret=os.environ.get("TRACKER_SESSION_SECRET") or None,
             route_cache_s=_float("TRACKER_ROUTE_CACHE_S", 5.0),
             osmand_port=_int("TRACKER_OSMAND_PORT", 0) or None,
             osmand_host=os.environ.get("TRACKER_OSMAND_HOST") or "127.0.0.1",
