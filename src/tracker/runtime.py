@@ -38,7 +38,8 @@ class Runtime:
     auth: Authenticator
     ingest: IngestService
     hub: Hub
-    extras: dict[str, Any] = field(default_factory=dict)
+    routing: RoutingService
+    webhooks: WebhookSender
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -59,24 +60,26 @@ class Runtime:
         bus.on_resumed(hub.on_bus_resumed)
         await bus.start()
         cfg = FilterConfig(max_future_s=settings.max_future_s, max_speed_mps=settings.max_speed_mps)
+        ingest = IngestService(writer, bus, cfg)
+        routing = RoutingService(
+            pool, bus, EtaConfig(arriving_s=settings.arriving_s), settings.route_cache_s
+        )
+        ingest.after_commit.append(routing.on_commit)
+        # Webhook deliveries are queued in the transaction that stores the events.
+        routing.event_sinks.append(webhook_store.enqueue)
         rt = cls(
             settings=settings,
             pool=pool,
             writer=writer,
             bus=bus,
             auth=Authenticator(pool, settings.admin_token, settings.auth_cache_s),
-            ingest=IngestService(writer, bus, cfg),
+            ingest=ingest,
             hub=hub,
+            routing=routing,
+            webhooks=WebhookSender(pool, settings),
         )
-        eta_cfg = EtaConfig(arriving_s=settings.arriving_s)
-        routing = RoutingService(pool, bus, eta_cfg, settings.route_cache_s)
-        rt.ingest.after_commit.append(routing.on_commit)
-        # Webhook deliveries are queued in the transaction that stores the events.
-        routing.event_sinks.append(webhook_store.enqueue)
-        rt.extras["routing"] = routing
-        rt.extras["webhooks"] = sender = WebhookSender(pool, settings)
         rt.spawn(hub.run(), "hub")
-        rt.spawn(sender.run(), "webhooks")
+        rt.spawn(rt.webhooks.run(), "webhooks")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
         return rt
 

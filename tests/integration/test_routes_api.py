@@ -707,7 +707,7 @@ async def test_event_sinks_run_in_the_storing_transaction(
 ) -> None:
     from tracker.routing_service import RoutingService
 
-    service = server.runtime.extras["routing"]
+    service = server.runtime.routing
     assert isinstance(service, RoutingService)
     seen: list[tuple[str, list[tuple[int, str]]]] = []
     fail = False

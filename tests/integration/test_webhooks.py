@@ -337,7 +337,7 @@ async def test_restart_between_attempts_still_delivers(
         **hook_settings(webhook_retry_base_s=3.0, webhook_retry_max_s=3.0)
     )
     await wait_for(lambda: len(receiver.acknowledged()) == 1, timeout=15.0)
-    assert second.runtime.extras["webhooks"].sent == 1
+    assert second.runtime.webhooks.sent == 1
     (entry,) = await deliveries(second, hook["id"])
     assert entry["status"] == "delivered"
     assert [a["status_code"] for a in entry["attempt_log"]] == [500, 200]
@@ -417,7 +417,7 @@ async def test_two_instances_share_the_outbox_without_sending_twice(
     await asyncio.sleep(0.5)
     per_delivery = Counter(r.headers["tracker-delivery"] for r in receiver.requests)
     assert len(per_delivery) == 24 and set(per_delivery.values()) == {1}
-    sent = a.runtime.extras["webhooks"].sent + b.runtime.extras["webhooks"].sent
+    sent = a.runtime.webhooks.sent + b.runtime.webhooks.sent
     assert sent == 24
 
 

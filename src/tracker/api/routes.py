@@ -47,9 +47,7 @@ MAX_RADIUS_M = 10_000.0
 
 def routing(rt: Runtime) -> RoutingService:
     """The instance's routing service (built by the runtime)."""
-    service = rt.extras["routing"]
-    assert isinstance(service, RoutingService)
-    return service
+    return rt.routing
 
 
 def _invalid(message: str) -> ApiError:
