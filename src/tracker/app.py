@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from tracker import pages
 from tracker.api import clients, devices, ingest, live, osmand_listener, tracking, webhooks
@@ -99,6 +99,16 @@ def routes() -> list[BaseRoute]:
     ]
 
 
+class TrackerApp(Starlette):
+    """Starlette, with the native ingest endpoint answered ahead of its middleware stack."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if ingest.is_native_ingest(scope):
+            await ingest.serve(self.state.runtime, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the ASGI app; the lifespan connects on startup and flushes on shutdown."""
     settings = settings or Settings.from_env()
@@ -113,10 +123,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await rt.stop()
 
-    return Starlette(
+    return TrackerApp(
         routes=routes(),
         lifespan=lifespan,
-        middleware=[Middleware(ingest.IngestFastPath)],
         exception_handlers={
             ApiError: api_error_handler,
             HTTPException: http_error,

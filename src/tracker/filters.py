@@ -51,6 +51,23 @@ def invalid(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str
     return None
 
 
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def unstorable(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str | None:
+    """Attributes PostgreSQL cannot store: jsonb refuses the NUL character."""
+    if fix.attributes and _has_nul(fix.attributes):
+        return "attributes: text must not contain the NUL character (\\u0000)"
+    return None
+
+
 def out_of_range(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str | None:
     """Latitude beyond ±90, longitude beyond ±180, negative speed or accuracy."""
     if not -90.0 <= fix.lat <= 90.0:
@@ -96,6 +113,7 @@ def implausible_jump(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfi
 
 FILTERS: tuple[tuple[str, Filter], ...] = (
     ("invalid", invalid),
+    ("unstorable", unstorable),
     ("out_of_range", out_of_range),
     ("future", future),
     ("poor_accuracy", poor_accuracy),

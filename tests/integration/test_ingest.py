@@ -469,3 +469,21 @@ async def test_a_duplicate_in_a_shared_batch_spares_the_other_requests(
     assert b.stored == [False] and b.advanced == [False]
     count = await db.fetchval("SELECT count(*) FROM positions WHERE device_id = $1", device_id)
     assert count == 2
+
+
+async def test_text_postgres_cannot_store_is_rejected_not_a_503(
+    server: Server, device: DeviceCreds, db: asyncpg.Pool
+) -> None:
+    body = {
+        "positions": [
+            ping(NOW - timedelta(seconds=2), attributes={"\x00": None}),
+            ping(NOW - timedelta(seconds=1), attributes={"note": "gate code 12"}),
+        ]
+    }
+    r = await post(server, device, body)
+    assert r.status_code == 202
+    assert r.json()["stored"] == 1 and r.json()["rejects"][0]["index"] == 0
+    assert "NUL" in r.json()["rejects"][0]["reason"]
+    assert [row["attributes"] for row in await stored_rows(db, device)] == [
+        {"note": "gate code 12"}
+    ]

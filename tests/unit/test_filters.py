@@ -94,3 +94,11 @@ def test_screen_checks_jump_against_last_known_fix_but_not_for_late_pings() -> N
     assert filters.screen(late, last, NOW, CFG)[1] == []
     jump = [(0, fix(101, lat=49.0))]
     assert len(filters.screen(jump, last, NOW, CFG)[1]) == 1
+
+
+def test_unstorable_attributes_are_refused_before_they_reach_the_database() -> None:
+    clean = Fix(1, NOW, 48.0, 11.0, attributes={"note": "ok", "nested": [{"a": "b"}]})
+    assert filters.unstorable(clean, None, NOW, CFG) is None
+    for bad in ({"\x00": None}, {"k": "a\x00b"}, {"k": [{"x": "\x00"}]}):
+        reason = filters.unstorable(Fix(1, NOW, 48.0, 11.0, attributes=bad), None, NOW, CFG)
+        assert reason is not None and "NUL" in reason

@@ -1,9 +1,9 @@
 """POST /api/v1/positions: the native ingest endpoint, the server's hot path.
 
-It is served by a plain ASGI middleware (`IngestFastPath`) rather than a Starlette route:
-Starlette's per-request objects, router and exception layers cost about a third of the CPU
-of a single-ping request, and this endpoint carries nearly all traffic. Everything else
-goes through Starlette's routing as usual.
+The app answers it before Starlette's middleware and router (`app.TrackerApp`), as a plain
+ASGI handler: Starlette's per-request objects, router and exception layers cost about a
+third of the CPU of a single-ping request, and this endpoint carries nearly all traffic.
+Everything else goes through Starlette as usual.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from tracker.api.guards import unavailable
 from tracker.api.responses import ApiError
@@ -82,43 +82,39 @@ async def ingest_native(
     return 202, result.as_json()
 
 
-class IngestFastPath:
-    """ASGI middleware answering POST /api/v1/positions itself; passes the rest on."""
+def is_native_ingest(scope: Scope) -> bool:
+    """Whether a request is for this endpoint (checked before Starlette's routing)."""
+    return bool(scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST")
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        status: int
-        payload: dict[str, Any]
-        extra: list[tuple[bytes, bytes]] = []
-        try:
-            rt: Runtime = scope["app"].state.runtime
-            headers = dict(scope["headers"])
-            body = await _read_body(receive, headers, rt.settings.max_body_bytes)
-            status, payload = await ingest_native(rt, headers, body)
-        except ApiError as exc:
-            status, payload = exc.status, {"error": exc.code, "message": exc.message}
-            extra = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
-        except Exception:
-            log.exception("unhandled error on POST %s", PATH)
-            status, payload = 500, {"error": "internal_error", "message": "internal server error"}
-        content = orjson.dumps(payload)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(content)).encode()),
-                    *extra,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
+async def serve(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer POST /api/v1/positions as a plain ASGI handler."""
+    status: int
+    payload: dict[str, Any]
+    extra: list[tuple[bytes, bytes]] = []
+    try:
+        headers = dict(scope["headers"])
+        body = await _read_body(receive, headers, rt.settings.max_body_bytes)
+        status, payload = await ingest_native(rt, headers, body)
+    except ApiError as exc:
+        status, payload = exc.status, {"error": exc.code, "message": exc.message}
+        extra = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+    except Exception:
+        log.exception("unhandled error on POST %s", PATH)
+        status, payload = 500, {"error": "internal_error", "message": "internal server error"}
+    content = orjson.dumps(payload)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(content)).encode()),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": content})
 
 
 async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
