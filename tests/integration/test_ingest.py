@@ -487,3 +487,36 @@ async def test_text_postgres_cannot_store_is_rejected_not_a_503(
     assert [row["attributes"] for row in await stored_rows(db, device)] == [
         {"note": "gate code 12"}
     ]
+
+
+async def test_rows_the_database_refuses_fail_only_their_own_request(
+    database_url: str, db: asyncpg.Pool
+) -> None:
+    from tracker.store.writer import PositionWriter, StoreRefused
+
+    async with writer_pool(database_url) as (_pool, device_id):
+        writer = PositionWriter(database_url, interval_ms=50.0)
+        writer.start()
+        good = [(device_id, NOW, NOW, (11.0, 48.0), None, None, None, None, {"ok": 1})]
+        # jsonb refuses NUL: here the writer is called directly, past the filters.
+        bad = [
+            (
+                device_id,
+                NOW - timedelta(seconds=1),
+                NOW,
+                (11.0, 48.0),
+                None,
+                None,
+                None,
+                None,
+                {"\x00": 1},
+            )
+        ]
+        outcomes = await asyncio.gather(
+            writer.write(good), writer.write(bad), return_exceptions=True
+        )
+        await writer.close()
+    assert not isinstance(outcomes[0], BaseException) and outcomes[0].stored == [True]
+    assert isinstance(outcomes[1], StoreRefused)
+    count = await db.fetchval("SELECT count(*) FROM positions WHERE device_id = $1", device_id)
+    assert count == 1

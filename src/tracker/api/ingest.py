@@ -25,7 +25,7 @@ from tracker.runtime import Runtime
 from tracker.service import IngestResult
 from tracker.store.db import DB_ERRORS
 from tracker.store.devices import Device
-from tracker.store.writer import StoreUnavailable
+from tracker.store.writer import StoreRefused, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ async def store(rt: Runtime, device: Device, decoded: Decoded) -> IngestResult:
         return await rt.ingest.ingest(device, decoded, datetime.now(UTC))
     except StoreUnavailable as exc:
         raise unavailable(rt) from exc
+    except StoreRefused as exc:
+        raise ApiError(422, "refused", "the database refused these pings' values") from exc
 
 
 async def ingest_native(

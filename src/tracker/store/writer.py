@@ -124,6 +124,14 @@ class StoreUnavailable(Exception):
     """The database could not commit the rows; the client should retry later."""
 
 
+class StoreRefused(Exception):
+    """The database refused these rows' values; retrying them will not help."""
+
+
+# Errors about the data of a request, not the database's health.
+_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     """Per row of one `write` call: whether it was newly stored (False = duplicate), and
@@ -231,17 +239,24 @@ class PositionWriter:
             if conn is None or conn.is_closed():
                 conn = await asyncpg.connect(self._url, timeout=5.0)
                 await init_writer_connection(conn)
-            for attempt in range(3):
-                try:
-                    results = await self._commit(batch, conn)
-                    break
-                except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
-                    # Two instances advancing the same devices' last positions; retry.
-                    if attempt == 2:
-                        raise
+            try:
+                results = await self._commit_retrying(batch, conn)
+            except _REFUSED:
+                if len(batch) == 1:
+                    raise
+                # One request's rows are refused by the database (the filters should have
+                # caught them): commit each request alone so the others still land.
+                for item in batch:
+                    await self._flush_alone(item, conn)
+                return
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)
+        except _REFUSED as exc:
+            log.warning("database refused a request's positions: %s", exc)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(StoreRefused(type(exc).__name__))
         except Exception as exc:
             if not isinstance(exc, DB_ERRORS):
                 log.exception("position batch failed")
@@ -254,6 +269,27 @@ class PositionWriter:
             conn = None
         finally:
             self._conns.put_nowait(conn)
+
+    async def _flush_alone(self, item: _Pending, conn: asyncpg.Connection) -> None:
+        try:
+            [result] = await self._commit_retrying([item], conn)
+        except _REFUSED as exc:
+            log.warning("database refused a request's positions: %s", exc)
+            item.future.set_exception(StoreRefused(type(exc).__name__))
+        else:
+            item.future.set_result(result)
+
+    async def _commit_retrying(
+        self, batch: list[_Pending], conn: asyncpg.Connection
+    ) -> list[WriteResult]:
+        for attempt in range(3):
+            try:
+                return await self._commit(batch, conn)
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                # Two instances advancing the same devices' last positions; retry.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _commit(self, batch: list[_Pending], conn: asyncpg.Connection) -> list[WriteResult]:
         rows = [row for item in batch for row in item.rows]
