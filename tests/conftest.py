@@ -48,7 +48,8 @@ def free_port() -> int:
         return port
 
 
-async def _recreate_database(url: str, create: bool = True) -> None:
+async def recreate_database(url: str, create: bool = True) -> None:
+    """Drop the database of `url` (ending its sessions) and, unless told not to, create it."""
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
@@ -66,12 +67,12 @@ async def _recreate_database(url: str, create: bool = True) -> None:
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
     """A freshly created and migrated database for this test session, dropped after it."""
-    await _recreate_database(TEST_DATABASE_URL)
+    await recreate_database(TEST_DATABASE_URL)
     await migrate(TEST_DATABASE_URL)
     yield TEST_DATABASE_URL
     if "TEST_DATABASE_URL" not in os.environ:
         with contextlib.suppress(Exception):
-            await _recreate_database(TEST_DATABASE_URL, create=False)
+            await recreate_database(TEST_DATABASE_URL, create=False)
 
 
 @pytest.fixture(scope="session")

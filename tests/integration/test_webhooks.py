@@ -25,7 +25,13 @@ import orjson
 import pytest
 import uvicorn
 
-from tests.conftest import TEST_DATABASE_URL, Server, ServerFactory, free_port
+from tests.conftest import (
+    TEST_DATABASE_URL,
+    Server,
+    ServerFactory,
+    free_port,
+    recreate_database,
+)
 from tests.integration.test_tracking import ADMIN, Delivery, new_delivery
 from tracker.store.migrations import migrate
 
@@ -36,33 +42,18 @@ HOOK_DB = urlunsplit(
 STOP_EVENTS = ["stop.arrived", "stop.completed", "stop.failed", "stop.skipped"]
 
 
-async def _recreate(url: str, create: bool) -> None:
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
-    try:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-        )
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        if create:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-
-
 @pytest.fixture(scope="module")
 async def hook_db() -> AsyncIterator[asyncpg.Pool]:
     """A database only this module's servers use (their senders share its outbox)."""
     from tracker.store.db import create_pool
 
-    await _recreate(HOOK_DB, create=True)
+    await recreate_database(HOOK_DB)
     await migrate(HOOK_DB)
     pool = await create_pool(HOOK_DB, 2)
     yield pool
     await pool.close()
     with contextlib.suppress(Exception):
-        await _recreate(HOOK_DB, create=False)
+        await recreate_database(HOOK_DB, create=False)
 
 
 # -- the receiver -----------------------------------------------------------------------------
