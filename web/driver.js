@@ -300,8 +300,13 @@
 
   function onPositionError(err) {
     if (err.code === 1) {
-      note("Location permission denied: allow it in the browser settings.", "error");
-      stopSharing();
+      // Chromium reports any loss of its location service as PERMISSION_DENIED, including
+      // the tab being closed mid-watch; so this ends the watch but never the driver's
+      // choice to share, which resumes once the permission is back (see resumeSharing).
+      unwatch("paused: location permission denied");
+      if (document.visibilityState === "visible") {
+        note("Location permission denied: allow it in the browser settings.", "error");
+      }
       return;
     }
     // No fix for a while (tunnel, indoors): say so where the sharing state is, not as a
@@ -320,32 +325,64 @@
     }
   }
 
-  function startSharing() {
+  // The driver's choice to share is kept in localStorage and changed only by the driver
+  // (the share button, signing out); a watch that ends on its own leaves it as it is.
+  function wantsSharing() {
+    return localStorage.getItem(SHARING_KEY) === "on";
+  }
+
+  function watch() {
     if (!("geolocation" in navigator)) {
       note("This browser cannot share its location.", "error");
-      return;
+      return false;
     }
-    if (state.watchId !== null) return;
+    if (state.watchId !== null) return true;
     state.watchId = navigator.geolocation.watchPosition(onPosition, onPositionError, {
       enableHighAccuracy: true,
       maximumAge: 0,
       timeout: 60000,
     });
-    localStorage.setItem(SHARING_KEY, "on");
     el.share.textContent = "Stop sharing location";
     el.share.setAttribute("aria-pressed", "true");
     el.sharingState.textContent = "on";
     keepScreenOn();
+    return true;
+  }
+
+  function unwatch(label) {
+    if (state.watchId !== null) navigator.geolocation.clearWatch(state.watchId);
+    state.watchId = null;
+    el.share.textContent = "Start sharing location";
+    el.share.setAttribute("aria-pressed", "false");
+    el.sharingState.textContent = label;
+    if (state.wakeLock) state.wakeLock.release().catch(() => {});
+  }
+
+  function startSharing() {
+    if (watch()) localStorage.setItem(SHARING_KEY, "on");
   }
 
   function stopSharing() {
-    if (state.watchId !== null) navigator.geolocation.clearWatch(state.watchId);
-    state.watchId = null;
     localStorage.removeItem(SHARING_KEY);
-    el.share.textContent = "Start sharing location";
-    el.share.setAttribute("aria-pressed", "false");
-    el.sharingState.textContent = "off";
-    if (state.wakeLock) state.wakeLock.release().catch(() => {});
+    unwatch("off");
+  }
+
+  // Watches again if the driver chose to share and the watch ended on its own (permission
+  // withdrawn, then given back); a permission still refused just pauses it again.
+  function resumeSharing() {
+    if (state.token && !el.app.hidden && state.watchId === null && wantsSharing()) watch();
+  }
+
+  async function followPermission() {
+    if (!navigator.permissions) return;
+    try {
+      const status = await navigator.permissions.query({ name: "geolocation" });
+      status.addEventListener("change", () => {
+        if (status.state === "granted") resumeSharing();
+      });
+    } catch (err) {
+      // Not queryable here: resuming on the next visit or return to the page still works.
+    }
   }
 
   // --- the route ------------------------------------------------------------------------------
@@ -547,7 +584,7 @@
     el.deviceLabel.textContent = route ? `Device ${route.device}` : "";
     if (route !== undefined) renderRoute(route);
     else loadRoute();
-    if (localStorage.getItem(SHARING_KEY) === "on") startSharing();
+    resumeSharing();
     showQueueCount();
     retryNow();
   }
@@ -622,6 +659,7 @@
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible") {
         if (state.watchId !== null) keepScreenOn();
+        resumeSharing();
         retryNow();
         loadRoute();
       }
@@ -631,6 +669,7 @@
       const token = el.signinToken.value.trim();
       if (token) signIn(token);
     });
+    followPermission();
     el.share.addEventListener("click", () => (state.watchId === null ? startSharing() : stopSharing()));
     el.refresh.addEventListener("click", loadRoute);
     el.signout.addEventListener("click", signOut);

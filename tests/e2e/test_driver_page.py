@@ -16,14 +16,22 @@ from typing import Any
 
 import asyncpg
 import pytest
-from playwright.async_api import Browser, BrowserContext, Dialog, Page, Route, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Dialog,
+    Page,
+    Route,
+    ViewportSize,
+    expect,
+)
 
 from tests.conftest import ARTIFACTS, DeviceCreds, Server
 from tests.e2e.conftest import LOCAL
 
 pytestmark = pytest.mark.e2e
 
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 START = (48.137154, 11.576124)  # Munich, Marienplatz
 STEP = 0.00005  # about 5.5 m of latitude between emulated fixes
 
@@ -181,8 +189,9 @@ async def test_pings_kept_offline_survive_closing_the_page(
     dialogs: list[str] = []
 
     async def decline(dialog: Dialog) -> None:
-        dialogs.append(dialog.message)
+        # Recorded once answered, so nothing below runs while the question is still open.
         await dialog.dismiss()
+        dialogs.append(dialog.message)
 
     page.on("dialog", decline)
     await page.click("#signout")
@@ -193,6 +202,8 @@ async def test_pings_kept_offline_survive_closing_the_page(
     await expect(page.locator("#app")).to_be_visible()
     assert len(dialogs) == 1 and "4 location(s) are not sent yet" in dialogs[0]
     await expect(page.locator("#queue-count")).to_have_text("4")
+    # Closing a watching page can reach it as a PERMISSION_DENIED error (Chromium reports
+    # any loss of its location service so); that must not cost the driver's choice to share.
     await page.close()  # the battery died, the tab was swiped away...
     assert len(await rows(db, device.unique_id)) == 1
 
@@ -206,6 +217,38 @@ async def test_pings_kept_offline_survive_closing_the_page(
     for lat, lon in offline:
         assert has_point(found, lat, lon), f"({lat}, {lon}) was lost with the page"
     assert phone.errors == []
+
+
+async def test_a_withdrawn_permission_pauses_sharing_until_it_is_given_back(
+    phone: Phone, server: Server, device: DeviceCreds, db: asyncpg.Pool
+) -> None:
+    page = phone.page
+    await sign_in(page, device.token)
+    await start_sharing(page)
+    await wait_rows(db, device.unique_id, 1)
+
+    await phone.context.clear_permissions()
+    await expect(page.locator("#sharing-state")).to_have_text("paused: location permission denied")
+    await expect(page.locator("#notes")).to_contain_text("Location permission denied")
+    await expect(page.locator("#share")).to_have_attribute("aria-pressed", "false")
+    # The page stopped watching, but only the driver forgets the choice to share.
+    assert await page.evaluate("localStorage.getItem('tracker.driver.sharing')") == "on"
+
+    await phone.context.grant_permissions(["geolocation"], origin=server.base_url)
+    await expect(page.locator("#sharing-state")).to_have_text("on")
+    await asyncio.sleep(0.2)
+    await phone.move(START[0] + 2 * STEP, START[1] + 2 * STEP)
+    found = await wait_rows(db, device.unique_id, 2)
+    assert has_point(found, START[0] + 2 * STEP, START[1] + 2 * STEP)
+
+    # The driver's own "stop" is the one that is remembered.
+    await page.click("#share")
+    await expect(page.locator("#sharing-state")).to_have_text("off")
+    assert await page.evaluate("localStorage.getItem('tracker.driver.sharing')") is None
+    await page.reload()
+    await expect(page.locator("#app")).to_be_visible()
+    await expect(page.locator("#sharing-state")).to_have_text("off")
+    assert phone.errors == [] and phone.external == []
 
 
 async def test_server_trouble_keeps_pings_and_refusals_drop_them_visibly(
