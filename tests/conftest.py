@@ -97,7 +97,7 @@ class Server:
 
     @property
     def runtime(self) -> Runtime:
-        rt: Runtime = self.uvicorn.config.loaded_app.app.state.runtime  # type: ignore[union-attr]
+        rt: Runtime = self.uvicorn.config.loaded_app.app.state.runtime
         return rt
 
     @property

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import DeviceCreds, Server, ServerFactory, add_device
+from tracker.store.writer import PositionRow
 
 
 def iso(t: datetime) -> str:
@@ -424,7 +425,7 @@ async def test_writer_close_flushes_what_is_queued(database_url: str, db: asyncp
     async with writer_pool(database_url) as (_pool, device_id):
         writer = PositionWriter(database_url, interval_ms=5000.0)
         writer.start()
-        row = (device_id, NOW, NOW, (11.0, 48.0), None, None, None, None, {})
+        row: PositionRow = (device_id, NOW, NOW, (11.0, 48.0), None, None, None, None, {})
         task = asyncio.create_task(writer.write([row]))
         await asyncio.sleep(0.05)
         await writer.close()
@@ -460,8 +461,8 @@ async def test_a_duplicate_in_a_shared_batch_spares_the_other_requests(
             [(device_id, old, NOW, (11.0, 48.0), None, None, None, None, {})]
         )
         assert first.stored == [True] and first.advanced == [True]
-        fresh = [(device_id, NOW, NOW, (11.0, 48.0), None, None, None, None, {})]
-        retry = [(device_id, old, NOW, (11.0, 48.0), None, None, None, None, {})]
+        fresh: list[PositionRow] = [(device_id, NOW, NOW, (11.0, 48.0), None, None, None, None, {})]
+        retry: list[PositionRow] = [(device_id, old, NOW, (11.0, 48.0), None, None, None, None, {})]
         # Both land in one group commit; the retry forces the batch onto the staging path.
         a, b = await asyncio.gather(writer.write(fresh), writer.write(retry))
         await writer.close()
@@ -497,9 +498,11 @@ async def test_rows_the_database_refuses_fail_only_their_own_request(
     async with writer_pool(database_url) as (_pool, device_id):
         writer = PositionWriter(database_url, interval_ms=50.0)
         writer.start()
-        good = [(device_id, NOW, NOW, (11.0, 48.0), None, None, None, None, {"ok": 1})]
+        good: list[PositionRow] = [
+            (device_id, NOW, NOW, (11.0, 48.0), None, None, None, None, {"ok": 1})
+        ]
         # jsonb refuses NUL: here the writer is called directly, past the filters.
-        bad = [
+        bad: list[PositionRow] = [
             (
                 device_id,
                 NOW - timedelta(seconds=1),

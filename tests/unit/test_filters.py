@@ -16,7 +16,7 @@ CFG = FilterConfig()
 
 
 def fix(seconds: float = 0, lat: float = 48.0, lon: float = 11.0, **kw: float) -> Fix:
-    return Fix(device_id=1, time=NOW + timedelta(seconds=seconds), lat=lat, lon=lon, **kw)
+    return Fix(1, NOW + timedelta(seconds=seconds), lat, lon, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("field", ["lat", "lon", "speed", "course", "accuracy", "altitude"])

@@ -8,12 +8,12 @@ import orjson
 import pytest
 
 from tracker.protocols import native
-from tracker.protocols.base import ProtocolError, Request
+from tracker.protocols.base import Decoded, ProtocolError, Request
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def decode(body: object, max_batch: int = 10_000) -> native.Decoded:
+def decode(body: object, max_batch: int = 10_000) -> Decoded:
     return native.decode(Request("POST", body=orjson.dumps(body)), NOW, max_batch)
 
 

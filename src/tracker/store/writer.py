@@ -16,8 +16,10 @@ import contextlib
 import logging
 import struct
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -37,7 +39,7 @@ PositionRow = tuple[
     float | None,
     float | None,
     float | None,
-    dict[str, object],
+    Mapping[str, Any],
 ]
 
 _COLUMNS = (
@@ -143,7 +145,7 @@ class WriteResult:
 
 @dataclass(slots=True)
 class _Pending:
-    rows: list[PositionRow]
+    rows: Sequence[PositionRow]
     future: asyncio.Future[WriteResult]
 
 
@@ -191,7 +193,7 @@ class PositionWriter:
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=2)
 
-    async def write(self, rows: list[PositionRow]) -> WriteResult:
+    async def write(self, rows: Sequence[PositionRow]) -> WriteResult:
         """Store `rows`; returns once they are committed. Raises StoreUnavailable."""
         if self._closing:
             raise StoreUnavailable("server is shutting down")
