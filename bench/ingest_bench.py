@@ -18,8 +18,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,13 +25,13 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import asyncpg
 import httpx
 import orjson
 import shapely
+from common import add_devices, running_server
 
-ROOT = Path(__file__).resolve().parents[1]
 BENCH_DB = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/tracker_bench"
 )
@@ -82,72 +80,6 @@ done = function(summary, latency, requests)
   out:close()
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def fresh_database() -> None:
-    admin = await asyncpg.connect(BENCH_DB.rsplit("/", 1)[0] + "/postgres")
-    name = BENCH_DB.rsplit("/", 1)[1]
-    await admin.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-    )
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-
-
-def start_server(workers: int, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": BENCH_DB,
-        "TRACKER_ADMIN_TOKEN": ADMIN,
-        "TRACKER_AUTH_CACHE_S": "30",
-    }
-    env.pop("REDIS_URL", None)
-    tracker = str(ROOT / ".venv" / "bin" / "tracker")
-    subprocess.run([tracker, "migrate"], env=env, check=True, capture_output=True)
-    proc = subprocess.Popen(
-        [
-            tracker,
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-    )
-    for _ in range(200):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
-
-
-def add_devices(port: int, n: int, prefix: str) -> list[str]:
-    tokens = []
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-        for i in range(n):
-            r = client.post(
-                "/api/v1/devices",
-                json={"name": f"{prefix} {i}", "unique_id": f"{prefix}-{i}"},
-                headers={"Authorization": f"Bearer {ADMIN}"},
-            )
-            r.raise_for_status()
-            tokens.append(r.json()["token"])
-    return tokens
 
 
 def bench_single(port: int, tokens: list[str], seconds: int, connections: int) -> dict[str, float]:
@@ -245,7 +177,7 @@ async def bench_raw_copy(rows: int) -> dict[str, float]:
     device_id = await pool.fetchval("SELECT min(id) FROM devices")
     base = datetime.now(UTC) - timedelta(days=3)
     now = datetime.now(UTC)
-    records = [
+    records: list[tuple[Any, ...]] = [
         (
             device_id,
             base - timedelta(milliseconds=i),
@@ -298,20 +230,17 @@ def main() -> None:
     parser.add_argument("--copy-rows", type=int, default=200_000)
     args = parser.parse_args()
 
-    asyncio.run(fresh_database())
-    port = free_port()
-    server = start_server(args.workers, port)
-    try:
-        single_tokens = add_devices(port, args.connections, "single")
-        batch_tokens = add_devices(port, args.batch_clients, "batch")
-        add_devices(port, 1, "copy")
+    env = {"TRACKER_AUTH_CACHE_S": "30"}
+    workers = ["--workers", str(args.workers)]
+    with running_server(BENCH_DB, ADMIN, env, workers, "/readyz", 30.0) as server:
+        base, port = server.base, server.port
+        single_tokens = asyncio.run(add_devices(base, ADMIN, args.connections, "single", "single"))
+        batch_tokens = asyncio.run(add_devices(base, ADMIN, args.batch_clients, "batch", "batch"))
+        asyncio.run(add_devices(base, ADMIN, 1, "copy", "copy"))
         # Warm-up: fills auth caches and connection pools of both workers.
         bench_single(port, single_tokens, 2, args.connections)
         single = bench_single(port, single_tokens, args.seconds, args.connections)
         batches = bench_batches(port, batch_tokens, args.seconds, args.batch_clients, args.batch)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
     raw = asyncio.run(bench_raw_copy(args.copy_rows))
 
     cpu = os.cpu_count()
