@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from starlette.requests import Request
 
 from tracker.api.responses import ApiError
@@ -31,3 +34,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ApiError(413, "body_too_large", f"body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def json_object(request: Request, limit: int = 64 * 1024) -> dict[str, Any]:
+    """A JSON object body: 415 unless declared JSON, 413 past `limit`, 400 otherwise wrong."""
+    require_json(request)
+    body = await read_body(request, limit)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"malformed JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_request", "body must be a JSON object")
+    return data

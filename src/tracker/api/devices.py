@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tracker.api.body import read_body, require_json
+from tracker.api.body import json_object
 from tracker.api.guards import require_admin, require_dispatcher, runtime, unavailable
 from tracker.api.responses import ApiError, ORJSONResponse
 from tracker.store import devices as store
@@ -29,23 +28,11 @@ def device_json(row: Any) -> dict[str, Any]:
     }
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
-    require_json(request)
-    body = await read_body(request, 64 * 1024)
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"malformed JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_request", "body must be a JSON object")
-    return data
-
-
 async def create_device(request: Request) -> Response:
     """POST /api/v1/devices {name, unique_id?} → 201 with the token, shown only here."""
     await require_admin(request)
     rt = runtime(request)
-    data = await _json_object(request)
+    data = await json_object(request)
     name = data.get("name")
     uid = data.get("unique_id")
     if not isinstance(name, str) or not name.strip():
@@ -68,7 +55,7 @@ async def update_device(request: Request) -> Response:
     """PATCH /api/v1/devices/{id} {enabled} (admin)."""
     await require_admin(request)
     rt = runtime(request)
-    data = await _json_object(request)
+    data = await json_object(request)
     enabled = data.get("enabled")
     if not isinstance(enabled, bool):
         raise ApiError(400, "invalid_request", "enabled: must be true or false")

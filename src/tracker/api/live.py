@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tracker.api.body import read_body, require_json
+from tracker.api.body import json_object
 from tracker.api.guards import SESSION_COOKIE, principal, require_dispatcher, runtime, unavailable
 from tracker.api.responses import ApiError, ORJSONResponse, error_response
 from tracker.auth import bearer
@@ -118,13 +118,8 @@ async def create_session(request: Request) -> Response:
     """POST /api/v1/session {"token": ...}: check a dispatcher/admin token and keep it in an
     HttpOnly, SameSite=Strict cookie, so the map page signs in once."""
     rt = runtime(request)
-    require_json(request)
-    body = await read_body(request, 4096)
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"malformed JSON: {exc}") from exc
-    token = data.get("token") if isinstance(data, dict) else None
+    data = await json_object(request, 4096)
+    token = data.get("token")
     if not isinstance(token, str) or not token.strip():
         raise ApiError(400, "invalid_request", "token: required string")
     token = token.strip()

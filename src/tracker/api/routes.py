@@ -15,12 +15,11 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tracker import pathcodec
-from tracker.api.body import read_body, require_json
+from tracker.api.body import json_object
 from tracker.api.guards import principal, require_dispatcher, runtime, unavailable
 from tracker.api.ingest import authenticate_device
 from tracker.api.responses import ApiError, ORJSONResponse
@@ -52,18 +51,6 @@ def routing(rt: Runtime) -> RoutingService:
 
 def _invalid(message: str) -> ApiError:
     return ApiError(400, "invalid_request", message)
-
-
-async def _json_object(request: Request, limit: int) -> dict[str, Any]:
-    require_json(request)
-    body = await read_body(request, limit)
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"malformed JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise _invalid("body must be a JSON object")
-    return data
 
 
 def _number(item: dict[str, Any], name: str, where: str, default: float | None) -> float:
@@ -154,7 +141,7 @@ async def create_route(request: Request) -> Response:
     """POST /api/v1/routes → 201 Route JSON."""
     await require_dispatcher(request)
     rt = runtime(request)
-    data = await _json_object(request, rt.settings.max_body_bytes)
+    data = await json_object(request, rt.settings.max_body_bytes)
     uid = data.get("device")
     if not isinstance(uid, str) or not uid:
         raise _invalid("device: required unique id of a registered device")
@@ -238,7 +225,7 @@ async def patch_stop(request: Request) -> Response:
     stop_id: int = request.path_params["stop_id"]
     await _authorise(request, route_id)
     rt = runtime(request)
-    data = await _json_object(request, 64 * 1024)
+    data = await json_object(request, 64 * 1024)
     status = data.get("status")
     if status not in SETTABLE:
         allowed = ", ".join(sorted(SETTABLE))

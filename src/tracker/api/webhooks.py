@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tracker import tokens, webhooks
-from tracker.api.body import read_body, require_json
+from tracker.api.body import json_object
 from tracker.api.guards import require_dispatcher, runtime, unavailable
 from tracker.api.responses import ApiError, ORJSONResponse
 from tracker.store import webhooks as store
@@ -113,14 +113,7 @@ async def create_webhook(request: Request) -> Response:
     """POST /api/v1/webhooks → 201 with the signing secret."""
     await require_dispatcher(request)
     rt = runtime(request)
-    require_json(request)
-    raw = await read_body(request, 64 * 1024)
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"malformed JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise _invalid("body must be a JSON object")
+    data = await json_object(request)
     url = _url(data.get("url"))
     events = _events(data.get("events"))
     threshold = _threshold(data.get("eta_threshold_s"))
