@@ -78,10 +78,9 @@ async def test_fleet_moves_on_the_live_map(tab: BrowserTab, srv: Server, tmp_pat
     assert stats.posted >= 3 * 10  # 4 s at 4 pings/s each, minus start-up
     assert (stats.stored, stats.rejected, stats.failed) == (stats.posted, 0, 0)
     # Fixes are "now": the map shows them fresh, not stale.
-    for i in ids:
-        assert "stale" not in (
-            await page.locator(f'.vehicle-item[data-id="{i}"]').get_attribute("class") or ""
-        )
+    for vehicle_id in ids:
+        item = page.locator(f'.vehicle-item[data-id="{vehicle_id}"]')
+        assert "stale" not in (await item.get_attribute("class") or "")
     # The cars are apart from each other, and at least two of them drove somewhere
     # (one may be waiting at a light or one of the drive's stops).
     assert (

@@ -115,7 +115,7 @@ async def test_a_gpx_track_keeps_elevation_speed_course_and_hdop(
         point = gpxpy.gpx.GPXTrackPoint(
             fix.lat, fix.lon, elevation=500.0 + i % 7, time=fix.time, speed=float(i % 13)
         )
-        point.course = float(i % 360)
+        point.course = float(i % 360)  # type: ignore[assignment]
         point.horizontal_dilution = 1.5
         segment.points.append(point)
     track = gpxpy.gpx.GPXTrack()

@@ -123,7 +123,7 @@ async def test_munich_drive_through_the_api(
         centre(fixes[last.start : last.stop]),
     ]
     dev = await add_device(server, name="Munich car")
-    body = {
+    body: dict[str, Any] = {
         "device": dev.unique_id,
         "planned_start": iso(fixes[0].time),
         "stops": [

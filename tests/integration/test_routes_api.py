@@ -576,7 +576,12 @@ async def test_two_instances_act_as_one(server_factory: ServerFactory, db: async
     channel = f"tracker:test:{uuid.uuid4().hex}"
     a = await server_factory(redis_url=TEST_REDIS_URL, bus_channel=channel)
     b = await server_factory(redis_url=TEST_REDIS_URL, bus_channel=channel)
-    await wait_for(lambda: a.runtime.bus.connected.is_set() and b.runtime.bus.connected.is_set())
+    await wait_for(
+        lambda: (
+            a.runtime.bus.connected.is_set()  # type: ignore[attr-defined]
+            and b.runtime.bus.connected.is_set()
+        )  # type: ignore[attr-defined]
+    )
     dev = await add_device(a)
     start = datetime(2020, 2, 1, 8, tzinfo=UTC)
     route = await create_route(a, route_body(dev, start))

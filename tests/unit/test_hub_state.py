@@ -73,7 +73,7 @@ def test_malformed_or_foreign_messages_change_nothing() -> None:
         (EVENTS, {"type": "event", "device": "a", "event": "not an object"}),
     ]
     for channel, message in bad:
-        assert fleet.apply(channel, message) is None, message
+        assert fleet.apply(channel, message) is None, message  # type: ignore[arg-type]
     assert len(fleet) == 0
 
 
