@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import TEST_REDIS_URL, DeviceCreds, Server, ServerFactory, add_device
 from tracker import progress
+from tracker.bus import RedisBus
 from tracker.model import Fix, Route, Stop
 
 Json = dict[str, Any]
@@ -576,11 +577,10 @@ async def test_two_instances_act_as_one(server_factory: ServerFactory, db: async
     channel = f"tracker:test:{uuid.uuid4().hex}"
     a = await server_factory(redis_url=TEST_REDIS_URL, bus_channel=channel)
     b = await server_factory(redis_url=TEST_REDIS_URL, bus_channel=channel)
+    buses = [srv.runtime.bus for srv in (a, b)]
+    assert all(isinstance(bus, RedisBus) for bus in buses)
     await wait_for(
-        lambda: (
-            a.runtime.bus.connected.is_set()  # type: ignore[attr-defined]
-            and b.runtime.bus.connected.is_set()
-        )  # type: ignore[attr-defined]
+        lambda: all(bus.connected.is_set() for bus in buses if isinstance(bus, RedisBus))
     )
     dev = await add_device(a)
     start = datetime(2020, 2, 1, 8, tzinfo=UTC)
