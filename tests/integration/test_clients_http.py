@@ -37,6 +37,7 @@ from tests.conftest import (
     free_port,
     start_server,
 )
+from tests.osmand_vectors import osmand_vectors
 
 CLIENTS = DATA / "clients"
 KNOT = 0.514444  # m/s
@@ -59,26 +60,12 @@ class OsmAndCase:
 
 
 def _osmand_cases() -> list[OsmAndCase]:
-    lines = (CLIENTS / "osmand_requests.txt").read_text().splitlines()
-    index = [
-        row.split("\t")
-        for row in (CLIENTS / "osmand_requests_index.tsv").read_text().splitlines()[1:]
+    return [
+        OsmAndCase(v.number, v.method, v.line.encode(), "/", v.expected)
+        if v.is_json
+        else OsmAndCase(v.number, v.method, None, v.line, v.expected)
+        for v in osmand_vectors()
     ]
-    expected = [
-        json.loads(row)
-        for row in (CLIENTS / "osmand_requests_expected.jsonl").read_text().splitlines()
-    ]
-    assert len(lines) == len(index) == len(expected) == 15
-    cases = []
-    for number, (text, (line_no, method, content_type, _), exp) in enumerate(
-        zip(lines, index, expected, strict=True), start=1
-    ):
-        assert int(line_no) == exp["line"] == number
-        if content_type == "application/json":
-            cases.append(OsmAndCase(number, method, text.encode(), "/", exp))
-        else:
-            cases.append(OsmAndCase(number, method, None, text, exp))
-    return cases
 
 
 OSMAND_CASES = _osmand_cases()

@@ -8,44 +8,32 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from tests.osmand_vectors import osmand_vectors
 from tracker.model import Fix
 from tracker.protocols import osmand
 from tracker.protocols.base import Decoded, ProtocolError, Reply, Request
 
-CLIENTS = Path(__file__).parents[1] / "data" / "clients"
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 KNOT = 0.514444  # m/s
 JSON_HEADERS = {"content-type": "application/json"}
 
 
 def _load() -> list[tuple[int, Request, dict[str, Any]]]:
-    lines = (CLIENTS / "osmand_requests.txt").read_text().splitlines()
-    index = [
-        row.split("\t")
-        for row in (CLIENTS / "osmand_requests_index.tsv").read_text().splitlines()[1:]
-    ]
-    expected = [
-        json.loads(row)
-        for row in (CLIENTS / "osmand_requests_expected.jsonl").read_text().splitlines()
-    ]
-    assert len(lines) == len(index) == len(expected) == 15
     cases = []
-    for number, (line, (line_no, method, content_type, _), exp) in enumerate(
-        zip(lines, index, expected, strict=True), start=1
-    ):
-        assert int(line_no) == exp["line"] == number
-        if content_type == "application/json":
-            request = Request(method, headers={"content-type": content_type}, body=line.encode())
+    for v in osmand_vectors():
+        if v.is_json:
+            request = Request(
+                v.method, headers={"content-type": v.content_type}, body=v.line.encode()
+            )
         else:
-            query = tuple(parse_qsl(urlsplit(line).query, keep_blank_values=True))
-            request = Request(method, query=query)
-        cases.append((number, request, exp))
+            query = tuple(parse_qsl(urlsplit(v.line).query, keep_blank_values=True))
+            request = Request(v.method, query=query)
+        cases.append((v.number, request, v.expected))
     return cases
 
 
