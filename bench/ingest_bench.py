@@ -172,6 +172,7 @@ def bench_batches(
 
 async def bench_raw_copy(rows: int) -> dict[str, float]:
     from tracker.store.db import create_pool
+    from tracker.store.writer import POSITION_COLUMNS
 
     pool = await create_pool(BENCH_DB, 2)
     device_id = await pool.fetchval("SELECT min(id) FROM devices")
@@ -201,17 +202,7 @@ async def bench_raw_copy(rows: int) -> dict[str, float]:
                 await conn.copy_records_to_table(
                     "positions",
                     records=records[i : i + chunk],
-                    columns=[
-                        "device_id",
-                        "fix_time",
-                        "received_at",
-                        "geog",
-                        "speed",
-                        "course",
-                        "accuracy",
-                        "altitude",
-                        "attributes",
-                    ],
+                    columns=POSITION_COLUMNS,
                 )
         elapsed = time.perf_counter() - t0
     await pool.close()

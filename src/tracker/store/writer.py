@@ -42,7 +42,7 @@ PositionRow = tuple[
     Mapping[str, Any],
 ]
 
-_COLUMNS = (
+POSITION_COLUMNS = (
     "device_id",
     "fix_time",
     "received_at",
@@ -312,7 +312,7 @@ class PositionWriter:
                 await conn.copy_records_to_table(
                     "positions",
                     records=rows,
-                    columns=_COLUMNS,
+                    columns=POSITION_COLUMNS,
                 )
                 advanced = await self._advance(conn, newest)
         except asyncpg.UniqueViolationError:
