@@ -199,3 +199,16 @@ async def add_device(
 async def device(server: Server) -> DeviceCreds:
     """A fresh device on the shared server."""
     return await add_device(server)
+
+
+async def stored_positions(db: asyncpg.Pool, unique_id: str) -> list[asyncpg.Record]:
+    """Every stored position of a device, oldest first, with lat/lon read from PostGIS."""
+    return list(
+        await db.fetch(
+            "SELECT p.fix_time, ST_Y(p.geog::geometry) AS lat, ST_X(p.geog::geometry) AS lon, "
+            "p.speed, p.course, p.accuracy, p.altitude, p.attributes "
+            "FROM positions p JOIN devices d ON d.id = p.device_id "
+            "WHERE d.unique_id = $1 ORDER BY p.fix_time",
+            unique_id,
+        )
+    )

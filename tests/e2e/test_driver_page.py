@@ -26,7 +26,7 @@ from playwright.async_api import (
     expect,
 )
 
-from tests.conftest import ARTIFACTS, DeviceCreds, Server
+from tests.conftest import ARTIFACTS, DeviceCreds, Server, stored_positions
 from tests.e2e.conftest import LOCAL
 
 pytestmark = pytest.mark.e2e
@@ -90,24 +90,13 @@ async def phone(browser: Browser, server: Server) -> AsyncIterator[Phone]:
     await context.close()
 
 
-async def rows(db: asyncpg.Pool, unique_id: str) -> list[asyncpg.Record]:
-    return list(
-        await db.fetch(
-            "SELECT p.fix_time, ST_Y(p.geog::geometry) AS lat, ST_X(p.geog::geometry) AS lon, "
-            "p.accuracy FROM positions p JOIN devices d ON d.id = p.device_id "
-            "WHERE d.unique_id = $1 ORDER BY p.fix_time",
-            unique_id,
-        )
-    )
-
-
 async def wait_rows(
     db: asyncpg.Pool, unique_id: str, count: int, timeout: float = 20.0
 ) -> list[asyncpg.Record]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        found = await rows(db, unique_id)
+        found = await stored_positions(db, unique_id)
         if len(found) >= count or loop.time() > deadline:
             return found
         await asyncio.sleep(0.1)
@@ -154,14 +143,14 @@ async def test_an_offline_period_loses_no_ping(
         await phone.move(lat, lon)
         await expect(page.locator("#queue-count")).to_have_text(str(i + 1))
     await asyncio.sleep(1.5)  # the page keeps trying (and failing) meanwhile
-    assert len(await rows(db, device.unique_id)) == 3
+    assert len(await stored_positions(db, device.unique_id)) == 3
     await expect(page.locator("#send-state")).to_contain_text("retrying")
     await page.screenshot(path=str(ARTIFACTS / "driver_offline.png"), full_page=True)
 
     await phone.context.set_offline(False)
     await expect(page.locator("#net")).to_have_text("online")
     await expect(page.locator("#queue-count")).to_have_text("0", timeout=20_000)
-    found = await rows(db, device.unique_id)
+    found = await stored_positions(db, device.unique_id)
     assert len(found) == 3 + 8
     for lat, lon in online + offline:
         assert has_point(found, lat, lon), f"({lat}, {lon}) was lost"
@@ -205,7 +194,7 @@ async def test_pings_kept_offline_survive_closing_the_page(
     # Closing a watching page can reach it as a PERMISSION_DENIED error (Chromium reports
     # any loss of its location service so); that must not cost the driver's choice to share.
     await page.close()  # the battery died, the tab was swiped away...
-    assert len(await rows(db, device.unique_id)) == 1
+    assert len(await stored_positions(db, device.unique_id)) == 1
 
     await phone.context.set_offline(False)
     page = await phone.open()
@@ -213,7 +202,7 @@ async def test_pings_kept_offline_survive_closing_the_page(
     await expect(page.locator("#app")).to_be_visible()
     await expect(page.locator("#sharing-state")).to_have_text("on")
     await expect(page.locator("#queue-count")).to_have_text("0", timeout=20_000)
-    found = await rows(db, device.unique_id)
+    found = await stored_positions(db, device.unique_id)
     for lat, lon in offline:
         assert has_point(found, lat, lon), f"({lat}, {lon}) was lost with the page"
     assert phone.errors == []
@@ -278,10 +267,10 @@ async def test_server_trouble_keeps_pings_and_refusals_drop_them_visibly(
     await asyncio.sleep(2.5)
     assert len(attempts) >= 2, "a 503 is retried"
     await expect(page.locator("#queue-count")).to_have_text("3")
-    assert len(await rows(db, device.unique_id)) == 1
+    assert len(await stored_positions(db, device.unique_id)) == 1
     await page.unroute("**/api/v1/positions", unavailable)
     await expect(page.locator("#queue-count")).to_have_text("0", timeout=20_000)
-    found = await rows(db, device.unique_id)
+    found = await stored_positions(db, device.unique_id)
     assert all(has_point(found, lat, lon) for lat, lon in kept)
 
     # A refusal of the pings themselves would repeat forever: drop them and say so.
@@ -299,7 +288,7 @@ async def test_server_trouble_keeps_pings_and_refusals_drop_them_visibly(
     await expect(page.locator("#notes")).to_contain_text("in the future")
     await expect(page.locator("#queue-count")).to_have_text("0")
     await page.unroute("**/api/v1/positions", refused)
-    assert not has_point(await rows(db, device.unique_id), START[0] + 0.001, START[1])
+    assert not has_point(await stored_positions(db, device.unique_id), START[0] + 0.001, START[1])
 
     # A refused token keeps the pings until the driver signs in again.
     async def revoked(route: Route) -> None:
@@ -318,7 +307,7 @@ async def test_server_trouble_keeps_pings_and_refusals_drop_them_visibly(
     await page.unroute("**/api/v1/positions", revoked)
     await sign_in(page, device.token)
     await expect(page.locator("#queue-count")).to_have_text("0", timeout=20_000)
-    assert has_point(await rows(db, device.unique_id), START[0] + 0.0011, START[1])
+    assert has_point(await stored_positions(db, device.unique_id), START[0] + 0.0011, START[1])
     assert phone.external == []
 
 

@@ -36,6 +36,7 @@ from tests.conftest import (
     add_device,
     free_port,
     start_server,
+    stored_positions,
 )
 from tests.osmand_vectors import osmand_vectors
 
@@ -75,19 +76,6 @@ OSMAND_IDS = sorted(
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-async def stored(db: asyncpg.Pool, unique_id: str) -> list[asyncpg.Record]:
-    """Every stored position of a device, oldest first."""
-    return list(
-        await db.fetch(
-            "SELECT p.fix_time, ST_Y(p.geog::geometry) AS lat, ST_X(p.geog::geometry) AS lon, "
-            "p.speed, p.course, p.accuracy, p.altitude, p.attributes "
-            "FROM positions p JOIN devices d ON d.id = p.device_id "
-            "WHERE d.unique_id = $1 ORDER BY p.fix_time",
-            unique_id,
-        )
-    )
 
 
 async def forget_positions(db: asyncpg.Pool, unique_id: str) -> None:
@@ -184,7 +172,7 @@ async def test_every_real_osmand_request_stores_what_traccars_rules_say(
     # Traccar Client deletes a point only on 200; both client generations accept an empty body.
     assert r.status_code == 200, r.text
     assert r.content == b""
-    rows = await stored(db, unique_id)
+    rows = await stored_positions(db, unique_id)
     if "position_note" in exp:
         # Traccar would copy the device's last known location; nothing is invented here.
         assert rows == []
@@ -228,7 +216,7 @@ async def test_traccar_client_post_with_the_query_in_the_url(
             "&bearing=270&altitude=2&accuracy=6.5&batt=55.0&charge=false"
         )
     assert r.status_code == 200
-    [row] = await stored(db, unique_id)
+    [row] = await stored_positions(db, unique_id)
     assert row["fix_time"] == datetime.fromtimestamp(1700000000, UTC)
     assert (row["lat"], row["lon"]) == pytest.approx((52.0116, 4.3571))
     assert row["speed"] == pytest.approx(10 * KNOT, rel=1e-6)
@@ -276,12 +264,12 @@ async def test_a_disabled_device_is_refused(osmand_server: Server, db: asyncpg.P
         r = await client.get(f"/ingest/osmand?id={dev.unique_id}&lat=1.5&lon=2.5")
     assert r.status_code == 403
     assert r.json()["error"] == "device_disabled"
-    assert await stored(db, dev.unique_id) == []
+    assert await stored_positions(db, dev.unique_id) == []
     await set_enabled(osmand_server, dev.unique_id, True)
     async with osmand_server.client() as client:
         r = await client.get(f"/ingest/osmand?id={dev.unique_id}&lat=1.5&lon=2.5")
     assert r.status_code == 200
-    assert len(await stored(db, dev.unique_id)) == 1
+    assert len(await stored_positions(db, dev.unique_id)) == 1
 
 
 async def test_a_repeated_ping_is_acknowledged_and_stored_once(
@@ -293,7 +281,7 @@ async def test_a_repeated_ping_is_acknowledged_and_stored_once(
     async with osmand_server.client() as client:
         replies = [await client.post(query) for _ in range(3)]
     assert [r.status_code for r in replies] == [200, 200, 200]
-    assert len(await stored(db, dev.unique_id)) == 1
+    assert len(await stored_positions(db, dev.unique_id)) == 1
 
 
 # --- OwnTracks ---------------------------------------------------------------------------
@@ -322,7 +310,7 @@ async def test_every_real_owntracks_payload_is_stored_with_its_documented_meanin
     assert r.status_code == 200
     assert r.content == b"[]"  # the app reads the reply as a list of messages
     assert r.headers["content-type"].startswith("application/json")
-    [row] = await stored(db, dev.unique_id)
+    [row] = await stored_positions(db, dev.unique_id)
     # Booklet "JSON": tst epoch seconds, lat/lon degrees, vel km/h, cog degrees, acc/alt m.
     assert row["fix_time"] == datetime.fromtimestamp(message["tst"], UTC)
     assert (row["lat"], row["lon"]) == (
@@ -352,7 +340,7 @@ async def test_a_qtripp_trackers_owntracks_fields(server: Server, db: asyncpg.Po
     dev = await add_device(server)
     r = await post_owntracks(server, json.dumps(message).encode(), basic(dev.unique_id, dev.token))
     assert r.status_code == 200
-    [row] = await stored(db, dev.unique_id)
+    [row] = await stored_positions(db, dev.unique_id)
     assert row["attributes"] == {
         "tid": "CS",
         "mcc": 232,
@@ -390,15 +378,15 @@ async def test_owntracks_requires_the_device_token_as_basic_password(
         assert r.status_code == 401, r.text
         assert r.headers["www-authenticate"].startswith("Basic")
         assert r.json()["error"] == "unauthorized"
-    assert await stored(db, dev.unique_id) == []
-    assert await stored(db, other.unique_id) == []
+    assert await stored_positions(db, dev.unique_id) == []
+    assert await stored_positions(db, other.unique_id) == []
     # The Basic username decides the device, whatever X-Limit-U says.
     r = await post_owntracks(
         server, body, {**basic(dev.unique_id, dev.token), "X-Limit-U": other.unique_id}
     )
     assert r.status_code == 200
-    assert len(await stored(db, dev.unique_id)) == 1
-    assert await stored(db, other.unique_id) == []
+    assert len(await stored_positions(db, dev.unique_id)) == 1
+    assert await stored_positions(db, other.unique_id) == []
 
 
 async def test_owntracks_disabled_device_is_refused(server: Server, db: asyncpg.Pool) -> None:
@@ -408,7 +396,7 @@ async def test_owntracks_disabled_device_is_refused(server: Server, db: asyncpg.
         server, json.dumps(OWNTRACKS[1]).encode(), basic(dev.unique_id, dev.token)
     )
     assert r.status_code == 403
-    assert await stored(db, dev.unique_id) == []
+    assert await stored_positions(db, dev.unique_id) == []
 
 
 async def test_owntracks_messages_without_a_fix_are_acknowledged_and_not_stored(
@@ -427,7 +415,7 @@ async def test_owntracks_messages_without_a_fix_are_acknowledged_and_not_stored(
     for body in others:
         r = await post_owntracks(server, body, headers)
         assert (r.status_code, r.content) == (200, b"[]")
-    assert await stored(db, dev.unique_id) == []
+    assert await stored_positions(db, dev.unique_id) == []
     r = await post_owntracks(server, b"{not json", headers)
     assert r.status_code == 400
 
@@ -438,7 +426,7 @@ async def test_owntracks_resent_message_is_stored_once(server: Server, db: async
     for _ in range(2):
         r = await post_owntracks(server, body, basic(dev.unique_id, dev.token))
         assert r.status_code == 200
-    assert len(await stored(db, dev.unique_id)) == 1
+    assert len(await stored_positions(db, dev.unique_id)) == 1
 
 
 # --- Overland ----------------------------------------------------------------------------
@@ -472,7 +460,7 @@ async def test_the_real_overland_batch_is_stored_and_acknowledged_exactly(
     assert r.status_code == 200
     assert r.content == OK_BODY
     assert r.headers["content-type"].startswith("application/json")
-    [row] = await stored(db, dev.unique_id)
+    [row] = await stored_positions(db, dev.unique_id)
     # "2015-10-01T08:00:00-0700"; coordinates [lon, lat]; speed m/s; accuracy m.
     assert row["fix_time"] == datetime(2015, 10, 1, 15, 0, 0, tzinfo=UTC)
     assert (row["lat"], row["lon"]) == (pytest.approx(37.3318), pytest.approx(-122.030581))
@@ -492,11 +480,11 @@ async def test_overland_token_in_the_receiver_url(server: Server, db: asyncpg.Po
     dev = await add_device(server)
     r = await post_overland(server, OVERLAND_BODY, query=f"?token={dev.token}")
     assert (r.status_code, r.content) == (200, OK_BODY)
-    assert len(await stored(db, dev.unique_id)) == 1
+    assert len(await stored_positions(db, dev.unique_id)) == 1
     # A retried batch (the reply was lost) is acknowledged again and stored once.
     r = await post_overland(server, OVERLAND_BODY, query=f"?token={dev.token}")
     assert (r.status_code, r.content) == (200, OK_BODY)
-    assert len(await stored(db, dev.unique_id)) == 1
+    assert len(await stored_positions(db, dev.unique_id)) == 1
 
 
 async def test_overland_without_a_valid_token_keeps_its_batch(server: Server) -> None:
@@ -536,7 +524,7 @@ async def test_overland_backlog_with_current(server: Server, db: asyncpg.Pool) -
         server, json.dumps(body).encode(), {"Authorization": f"Bearer {dev.token}"}
     )
     assert (r.status_code, r.content) == (200, OK_BODY)
-    rows = await stored(db, dev.unique_id)
+    rows = await stored_positions(db, dev.unique_id)
     assert [row["fix_time"] for row in rows] == [
         start + timedelta(seconds=s) for s in (0, 10, 20, 30, 40, 120)
     ]
@@ -580,7 +568,7 @@ async def test_no_success_reply_when_the_store_cannot_commit(
     assert r.status_code == 503
     assert r.headers["retry-after"] == "7"
     assert r.content not in (b"", b"[]", OK_BODY)
-    assert await stored(db, dev.unique_id) == []
+    assert await stored_positions(db, dev.unique_id) == []
 
 
 # --- `tracker serve --osmand-port` -------------------------------------------------------
@@ -629,7 +617,7 @@ async def test_tracker_serve_opens_the_osmand_port_and_shuts_it_down(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{osmand_port}") as client:
             r = await client.get(f"/?id={unique_id}&timestamp=1377177267&lat=60.0&lon=30.0")
         assert r.status_code == 200
-        [row] = await stored(db, unique_id)
+        [row] = await stored_positions(db, unique_id)
         assert row["fix_time"] == datetime(2013, 8, 22, 13, 14, 27, tzinfo=UTC)
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(proc.wait, 20)

@@ -21,7 +21,7 @@ import gpxpy.gpx
 import httpx
 import pytest
 
-from tests.conftest import DeviceCreds, Server, add_device
+from tests.conftest import DeviceCreds, Server, add_device, stored_positions
 from tracker import importer, tracks
 from tracker.model import Fix
 
@@ -33,18 +33,6 @@ def munich_csv() -> Path:
     path = Path(str(resources.files("tracker").joinpath("data", tracks.SAMPLE_DRIVE)))
     assert path.is_file()
     return path
-
-
-async def stored(db: asyncpg.Pool, unique_id: str) -> list[asyncpg.Record]:
-    return list(
-        await db.fetch(
-            "SELECT p.fix_time, ST_Y(p.geog::geometry) AS lat, ST_X(p.geog::geometry) AS lon, "
-            "p.speed, p.course, p.altitude, p.attributes "
-            "FROM positions p JOIN devices d ON d.id = p.device_id "
-            "WHERE d.unique_id = $1 ORDER BY p.fix_time",
-            unique_id,
-        )
-    )
 
 
 async def last_time(db: asyncpg.Pool, unique_id: str) -> object:
@@ -92,7 +80,7 @@ async def test_the_munich_csv_goes_through_the_servers_pipeline(
     # refuses it and the few points after it until the distance is plausible again.
     assert 0 < summary.rejected <= 10
     assert all(r.startswith("implausible jump") for r in summary.reasons)
-    rows = await stored(db, dev.unique_id)
+    rows = await stored_positions(db, dev.unique_id)
     assert len(rows) == summary.stored
     assert_subset_of_track(rows, fixes)
     # It went through the live path: the device's last position is the drive's end.
@@ -100,7 +88,7 @@ async def test_the_munich_csv_goes_through_the_servers_pipeline(
     # An interrupted import is simply run again: nothing stored is stored twice.
     again = await run_import(server, dev, munich_csv(), batch_size=500)
     assert again.duplicates == summary.stored
-    assert len(await stored(db, dev.unique_id)) == summary.stored + again.stored
+    assert len(await stored_positions(db, dev.unique_id)) == summary.stored + again.stored
 
 
 async def test_a_gpx_track_keeps_elevation_speed_course_and_hdop(
@@ -127,7 +115,7 @@ async def test_a_gpx_track_keeps_elevation_speed_course_and_hdop(
     dev = await add_device(server)
     summary = await run_import(server, dev, path, batch_size=64)
     assert (summary.stored, summary.rejected) == (300, 0)
-    rows = await stored(db, dev.unique_id)
+    rows = await stored_positions(db, dev.unique_id)
     assert_same_track(rows, fixes)
     for i, row in enumerate(rows):
         assert row["altitude"] == 500.0 + i % 7
@@ -152,7 +140,7 @@ async def test_the_servers_filters_judge_imported_pings(
     [(reason, count)] = summary.reasons.items()
     assert count == 1
     assert reason.startswith("implausible jump")
-    assert len(await stored(db, dev.unique_id)) == 19
+    assert len(await stored_positions(db, dev.unique_id)) == 19
 
 
 async def test_refusals_stop_the_import_with_the_servers_reason(
@@ -169,8 +157,8 @@ async def test_refusals_stop_the_import_with_the_servers_reason(
         await importer.import_track(
             munich_csv(), url=server.base_url, token=dev.token, device=other.unique_id
         )
-    assert await stored(db, dev.unique_id) == []
-    assert await stored(db, other.unique_id) == []
+    assert await stored_positions(db, dev.unique_id) == []
+    assert await stored_positions(db, other.unique_id) == []
 
 
 class FlakyTransport(httpx.AsyncBaseTransport):
@@ -213,7 +201,7 @@ async def test_unavailable_and_unreachable_are_retried(server: Server, db: async
     assert summary.sent == 1194
     assert waits == [0.25, 2.0]  # backoff after the network error, then Retry-After
     assert transport.calls == 2 + 3  # two failed attempts, then three batches of 500
-    assert len(await stored(db, dev.unique_id)) == summary.stored > 1000
+    assert len(await stored_positions(db, dev.unique_id)) == summary.stored > 1000
 
 
 async def test_tracker_import_command(server: Server, db: asyncpg.Pool) -> None:
@@ -240,7 +228,7 @@ async def test_tracker_import_command(server: Server, db: asyncpg.Pool) -> None:
     stored_count, rejected_count = int(counts[1]), int(counts[2])
     assert stored_count + rejected_count == 1194
     assert "rejected: implausible jump" in done.stdout
-    assert len(await stored(db, dev.unique_id)) == stored_count
+    assert len(await stored_positions(db, dev.unique_id)) == stored_count
     env["TRACKER_DEVICE_TOKEN"] = "wrong"
     refused = await asyncio.to_thread(run, "--quiet")
     assert refused.returncode == 1
@@ -255,7 +243,7 @@ async def test_the_delft_gpx_from_the_shared_folder(server: Server, db: asyncpg.
     summary = await run_import(server, dev, DELFT_GPX)
     assert summary.stored + summary.rejected == len(fixes)
     assert summary.rejected == 0, summary.reasons
-    rows = await stored(db, dev.unique_id)
+    rows = await stored_positions(db, dev.unique_id)
     assert_same_track(rows, fixes)
     with_speed = [(row, fix) for row, fix in zip(rows, fixes, strict=True) if fix.speed is not None]
     assert with_speed, "the Delft GPX carries speeds"

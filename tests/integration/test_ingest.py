@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import DeviceCreds, Server, ServerFactory, add_device
+from tests.conftest import DeviceCreds, Server, ServerFactory, add_device, stored_positions
 from tracker.store.writer import PositionRow
 
 
@@ -31,15 +31,7 @@ async def post(srv: Server, dev: DeviceCreds, body: Any, **kw: Any) -> httpx.Res
 
 
 async def stored_rows(db: asyncpg.Pool, dev: DeviceCreds) -> list[asyncpg.Record]:
-    return list(
-        await db.fetch(
-            "SELECT p.fix_time, ST_Y(p.geog::geometry) AS lat, ST_X(p.geog::geometry) AS lon, "
-            "p.speed, p.course, p.accuracy, p.altitude, p.attributes "
-            "FROM positions p JOIN devices d ON d.id = p.device_id "
-            "WHERE d.unique_id = $1 ORDER BY p.fix_time",
-            dev.unique_id,
-        )
-    )
+    return await stored_positions(db, dev.unique_id)
 
 
 async def last_time(db: asyncpg.Pool, dev: DeviceCreds) -> datetime:
