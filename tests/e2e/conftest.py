@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 
+from tests.conftest import Server, ServerFactory
+from tracker import tracks
+from tracker.model import Fix
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -63,3 +67,19 @@ async def tab(browser: Browser) -> AsyncIterator[BrowserTab]:
     page.on("pageerror", lambda exc: tab.errors.append(str(exc)))
     yield tab
     await context.close()
+
+
+# A tile server that cannot exist: the map pages must work without tiles.
+TILES = "https://tiles.invalid/{z}/{x}/{y}.png"
+
+
+@pytest.fixture(scope="module")
+def drive() -> list[Fix]:
+    """The real Munich drive: consecutive fixes are real 1 Hz steps of a car."""
+    return tracks.sample_drive()
+
+
+@pytest.fixture
+async def srv(server_factory: ServerFactory) -> Server:
+    """A server whose map pages use the unreachable test tiles."""
+    return await server_factory(tile_url=TILES, tile_attribution="Test tiles")

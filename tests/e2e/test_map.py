@@ -20,27 +20,14 @@ import pytest
 import uvicorn
 from playwright.async_api import Page, expect
 
-from tests.conftest import ADMIN_TOKEN, ARTIFACTS, DeviceCreds, Server, ServerFactory, add_device
-from tests.e2e.conftest import BrowserTab
-from tracker import tracks
+from tests.conftest import ADMIN_TOKEN, ARTIFACTS, DeviceCreds, Server, add_device
+from tests.e2e.conftest import TILES, BrowserTab
 from tracker.app import create_app
 from tracker.model import Fix
 
 pytestmark = pytest.mark.e2e
 
-TILES = "https://tiles.invalid/{z}/{x}/{y}.png"
 TIMEOUT_MS = 10_000
-
-
-@pytest.fixture(scope="module")
-def drive() -> list[Fix]:
-    """The real Munich drive: consecutive fixes are real 1 Hz steps of a car."""
-    return tracks.sample_drive()
-
-
-@pytest.fixture
-async def srv(server_factory: ServerFactory) -> Server:
-    return await server_factory(tile_url=TILES, tile_attribution="Test tiles")
 
 
 async def post_fix(

@@ -16,33 +16,20 @@ from typing import Any
 import pytest
 from playwright.async_api import Locator, Page, expect
 
-from tests.conftest import ARTIFACTS, DeviceCreds, Server, ServerFactory, add_device
+from tests.conftest import ARTIFACTS, DeviceCreds, Server, add_device
 from tests.e2e.conftest import BrowserTab
 from tests.e2e.test_map import (
-    TILES,
     TIMEOUT_MS,
     metres,
     only_tiles_left_the_machine,
     open_signed_in,
     post_fix,
 )
-from tracker import tracks
 from tracker.model import Fix
 
 pytestmark = pytest.mark.e2e
 
 FIRST, SECOND, THIRD = 300, 450, 600  # drive indices of the planned stops
-
-
-@pytest.fixture(scope="module")
-def drive() -> list[Fix]:
-    """The real Munich drive (1 Hz fixes of a car)."""
-    return tracks.sample_drive()
-
-
-@pytest.fixture
-async def srv(server_factory: ServerFactory) -> Server:
-    return await server_factory(tile_url=TILES, tile_attribution="Test tiles")
 
 
 async def plan_route(srv: Server, device: DeviceCreds, drive: list[Fix]) -> dict[str, Any]:

@@ -14,9 +14,8 @@ import pytest
 from playwright.async_api import expect
 
 from tests.conftest import ADMIN_TOKEN, Server, ServerFactory
-from tests.e2e.conftest import BrowserTab
+from tests.e2e.conftest import TILES, BrowserTab
 from tests.e2e.test_map import (
-    TILES,
     TIMEOUT_MS,
     metres,
     only_tiles_left_the_machine,

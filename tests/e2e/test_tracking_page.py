@@ -12,12 +12,11 @@ import pytest
 from playwright.async_api import ConsoleMessage, expect
 
 from tests.conftest import ARTIFACTS, Server, ServerFactory
-from tests.e2e.conftest import BrowserTab
+from tests.e2e.conftest import TILES, BrowserTab
 from tests.integration.test_tracking import lon_at, new_delivery
 
 pytestmark = pytest.mark.e2e
 
-TILES = "https://tiles.invalid/{z}/{x}/{y}.png"
 TIMEOUT_MS = 10_000
 
 
