@@ -72,12 +72,13 @@ if [ -z "${DATABASE_URL:-}" ]; then
 fi
 
 # --- Redis (live fan-out between instances; the tests use it) ----------------------------
+# The outage test starts and kills a private redis-server, so the binary is needed too.
+if [ "$want_test" = 1 ] && ! command -v redis-server >/dev/null; then
+    log "installing Redis"
+    apt_install redis-server
+fi
 redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && head -c 5 <&3 | grep -q PONG) 2>/dev/null; }
 if [ "$want_test" = 1 ] && [ -z "${TEST_REDIS_URL:-}" ] && ! redis_up; then
-    if ! command -v redis-server >/dev/null; then
-        log "installing Redis"
-        apt_install redis-server
-    fi
     log "starting Redis"
     mkdir -p /tmp/tracker-redis
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
