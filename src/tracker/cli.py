@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from tracker.config import Settings
+from tracker.config import ConfigError, Settings
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -180,7 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = build_parser().parse_args(argv)
     func: Command = args.func
-    return func(args)
+    try:
+        Settings.from_env()
+        return func(args)
+    except ConfigError as exc:
+        print(f"tracker: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

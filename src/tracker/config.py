@@ -1,114 +1,288 @@
-"""Settings read from the environment, in one place."""
+"""Settings read from the environment, in one place.
+
+Each field of `Settings` names its environment variable and a one-line description; the
+README's configuration table is checked against them by a test. A value that does not parse
+or is out of range raises `ConfigError`, whose message is the one line the command prints
+before it exits (no traceback).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
 
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw not in (None, "") else default
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else default
-
+from limits import parse_many
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tracker"
 DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 DEFAULT_TILE_ATTRIBUTION = "&copy; OpenStreetMap contributors"
+
+# Variables read elsewhere (paths of the checkout, the import tool's client side): known, so a
+# typo check on TRACKER_* does not flag them.
+OTHER_VARIABLES = frozenset(
+    {"TRACKER_SQL_DIR", "TRACKER_WEB_DIR", "TRACKER_URL", "TRACKER_DEVICE_TOKEN"}
+)
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the variable and what is wrong."""
+
+
+def rate_limits(value: str) -> str:
+    """Validate a rate-limit string in `limits` notation ("20/second;600/minute"), or off."""
+    if value.strip().lower() in ("", "0", "off", "none"):
+        return ""
+    try:
+        parse_many(value)
+    except ValueError as exc:
+        raise ValueError(f"expected e.g. '20/second' or 'off' ({exc})") from exc
+    return value
+
+
+def _setting(
+    default: Any,
+    env: str,
+    doc: str,
+    *,
+    minimum: float | None = 0,
+    check: Callable[[str], Any] | None = None,
+) -> Any:
+    return field(
+        default=default, metadata={"env": env, "doc": doc, "minimum": minimum, "check": check}
+    )
 
 
 @dataclass(frozen=True)
 class Settings:
     """Every knob of a server instance. `Settings.from_env()` is the only reader of os.environ."""
 
-    database_url: str = DEFAULT_DATABASE_URL
-    redis_url: str | None = None
-    admin_token: str | None = None
+    database_url: str = _setting(DEFAULT_DATABASE_URL, "DATABASE_URL", "PostgreSQL with PostGIS")
+    redis_url: str | None = _setting(
+        None, "REDIS_URL", "Redis for fan-out between instances; unset = one instance"
+    )
+    admin_token: str | None = _setting(
+        None, "TRACKER_ADMIN_TOKEN", "the admin's bearer token (device and key administration)"
+    )
     # Group commit: a batch closes after this many milliseconds or rows, whichever first.
-    commit_interval_ms: float = 1.0
-    commit_max_rows: int = 5000
-    max_body_bytes: int = 4 * 1024 * 1024
-    max_batch: int = 10_000
-    max_future_s: float = 600.0
-    max_speed_mps: float = 100.0
-    auth_cache_s: float = 5.0
-    db_pool_size: int = 8
-    retry_after_s: int = 5
-    tile_url: str = DEFAULT_TILE_URL
-    tile_attribution: str = DEFAULT_TILE_ATTRIBUTION
-    tick_ms: float = 150.0
-    stale_after_s: float = 120.0
-    tracking_ttl_s: float = 24 * 3600.0
-    customer_max_stops_away: int = 1
+    commit_interval_ms: float = _setting(
+        1.0, "TRACKER_COMMIT_INTERVAL_MS", "group commit: how long a batch gathers rows"
+    )
+    commit_max_rows: int = _setting(
+        5000, "TRACKER_COMMIT_MAX_ROWS", "group commit: rows that close a batch early", minimum=1
+    )
+    max_body_bytes: int = _setting(
+        4 * 1024 * 1024, "TRACKER_MAX_BODY_BYTES", "largest request body (413 beyond)", minimum=1
+    )
+    max_batch: int = _setting(
+        10_000, "TRACKER_MAX_BATCH", "most pings in one request (413 beyond)", minimum=1
+    )
+    max_future_s: float = _setting(
+        600.0, "TRACKER_MAX_FUTURE_S", "fixes further in the future are rejected"
+    )
+    max_speed_mps: float = _setting(
+        100.0, "TRACKER_MAX_SPEED_MPS", "implausible-jump filter between consecutive fixes"
+    )
+    auth_cache_s: float = _setting(
+        5.0, "TRACKER_AUTH_CACHE_S", "how long an instance caches a token lookup"
+    )
+    db_pool_size: int = _setting(
+        8, "TRACKER_DB_POOL_SIZE", "database connections per worker process", minimum=1
+    )
+    retry_after_s: int = _setting(5, "TRACKER_RETRY_AFTER_S", "`Retry-After` sent with 503")
+    tile_url: str = _setting(DEFAULT_TILE_URL, "TRACKER_TILE_URL", "map tiles (OpenStreetMap)")
+    tile_attribution: str = _setting(
+        DEFAULT_TILE_ATTRIBUTION, "TRACKER_TILE_ATTRIBUTION", "the tiles' attribution"
+    )
+    tick_ms: float = _setting(
+        150.0, "TRACKER_TICK_MS", "live updates: one frame per socket per tick at most", minimum=1
+    )
+    stale_after_s: float = _setting(
+        120.0, "TRACKER_STALE_AFTER_S", "markers turn grey after this long without a fix"
+    )
+    tracking_ttl_s: float = _setting(
+        24 * 3600.0,
+        "TRACKER_TRACKING_TTL_S",
+        "a tracking link expires this long after its stop is done",
+    )
+    customer_max_stops_away: int = _setting(
+        1,
+        "TRACKER_CUSTOMER_MAX_STOPS_AWAY",
+        "a customer sees the vehicle only when their stop is at most this many stops ahead",
+    )
     # How long an instance trusts "this device has no active route" (a route created on
     # another instance is picked up within this time; its pings are applied then).
-    route_cache_s: float = 5.0
+    route_cache_s: float = _setting(
+        5.0, "TRACKER_ROUTE_CACHE_S", "how long an instance trusts 'this device has no route'"
+    )
     # Second listener serving only the OsmAnd protocol at `/` (Traccar's port is 5055).
-    osmand_port: int | None = None
-    osmand_host: str = "127.0.0.1"
+    osmand_port: int | None = _setting(
+        None, "TRACKER_OSMAND_PORT", "second listener for Traccar Client at `/`; 0 = off"
+    )
+    osmand_host: str = _setting(
+        "127.0.0.1", "TRACKER_OSMAND_HOST", "address of that listener (`tracker serve --host`)"
+    )
     # Live fan-out: the Redis pub/sub channel (instances sharing it act as one), how long a
     # WebSocket write may make no progress before the client is dropped, and how long the
     # dispatcher's sign-in cookie lives.
-    bus_channel: str = "tracker:bus"
-    ws_stuck_s: float = 10.0
-    session_max_age_s: float = 7 * 24 * 3600.0
+    bus_channel: str = _setting(
+        "tracker:bus", "TRACKER_BUS_CHANNEL", "Redis pub/sub channel (separates deployments)"
+    )
+    ws_stuck_s: float = _setting(
+        10.0, "TRACKER_WS_STUCK_S", "a socket whose writes make no progress this long is dropped"
+    )
+    session_max_age_s: float = _setting(
+        7 * 24 * 3600.0, "TRACKER_SESSION_MAX_AGE_S", "lifetime of the dispatcher's session cookie"
+    )
     # permessage-deflate compresses every frame again for each socket (its context is per
     # connection): ~4.5x less bandwidth, but it undoes the one-encode-per-tick sharing.
-    ws_deflate: bool = False
+    ws_deflate: bool = _setting(
+        False, "TRACKER_WS_DEFLATE", "per-message deflate (one compression per socket per frame)"
+    )
     # Customer tracking links are absolute URLs on this base (the server's public address).
-    public_url: str = "http://127.0.0.1:8000"
+    public_url: str = _setting(
+        "http://127.0.0.1:8000", "TRACKER_PUBLIC_URL", "base of the customer tracking links"
+    )
     # stop.arriving fires (once per stop) and the tracking page says "arriving" when the ETA
     # is this close.
-    arriving_s: float = 300.0
+    arriving_s: float = _setting(
+        300.0, "TRACKER_ARRIVING_S", "`stop.arriving` fires once when the ETA drops under this"
+    )
     # Webhook deliveries: how often each instance looks for due ones, the HTTP timeout, the
     # retry schedule (exponential from base to max, with jitter), when to give up, and how
     # many requests one instance has in flight.
-    webhook_poll_s: float = 1.0
-    webhook_timeout_s: float = 10.0
-    webhook_retry_base_s: float = 10.0
-    webhook_retry_max_s: float = 3600.0
-    webhook_max_attempts: int = 12
-    webhook_concurrency: int = 8
+    webhook_poll_s: float = _setting(
+        1.0, "TRACKER_WEBHOOK_POLL_S", "how often an instance looks for due webhook deliveries"
+    )
+    webhook_timeout_s: float = _setting(
+        10.0, "TRACKER_WEBHOOK_TIMEOUT_S", "webhook HTTP timeout", minimum=0.001
+    )
+    webhook_retry_base_s: float = _setting(
+        10.0, "TRACKER_WEBHOOK_RETRY_BASE_S", "first webhook retry delay (doubles, with jitter)"
+    )
+    webhook_retry_max_s: float = _setting(
+        3600.0, "TRACKER_WEBHOOK_RETRY_MAX_S", "longest webhook retry delay"
+    )
+    webhook_max_attempts: int = _setting(
+        12, "TRACKER_WEBHOOK_MAX_ATTEMPTS", "webhook attempts before giving up", minimum=1
+    )
+    webhook_concurrency: int = _setting(
+        8, "TRACKER_WEBHOOK_CONCURRENCY", "webhook requests in flight per instance", minimum=1
+    )
+    # Operations: logs, metrics, retention, limits.
+    log_format: str = _setting(
+        "json",
+        "TRACKER_LOG_FORMAT",
+        "`json` (one object per line, with request ids) or `text`",
+        check=lambda v: _choice(v, ("json", "text")),
+    )
+    log_level: str = _setting(
+        "info",
+        "TRACKER_LOG_LEVEL",
+        "`debug`, `info`, `warning` or `error`",
+        check=lambda v: _choice(v, ("debug", "info", "warning", "error")),
+    )
+    access_log: bool = _setting(
+        False, "TRACKER_ACCESS_LOG", "log every request (errors and 4xx are always logged)"
+    )
+    metrics_token: str | None = _setting(
+        None, "TRACKER_METRICS_TOKEN", "bearer token for `GET /metrics` (the admin's works too)"
+    )
+    retention_days: float = _setting(
+        0.0,
+        "TRACKER_RETENTION_DAYS",
+        "positions older than this are dropped, a month partition at a time; 0 keeps all",
+    )
+    retention_check_s: float = _setting(
+        3600.0, "TRACKER_RETENTION_CHECK_S", "how often an instance applies the retention"
+    )
+    rate_limit_device: str = _setting(
+        "20/second",
+        "TRACKER_RATE_LIMIT_DEVICE",
+        "ingest requests per device (`limits` notation, e.g. `20/second;600/minute`; `off`)",
+        check=rate_limits,
+    )
+    rate_limit_ip: str = _setting(
+        "500/second",
+        "TRACKER_RATE_LIMIT_IP",
+        "requests per client address, any endpoint (`off` disables)",
+        check=rate_limits,
+    )
+    ws_max_per_token: int = _setting(
+        20,
+        "TRACKER_WS_MAX_PER_TOKEN",
+        "WebSocket clients one credential may hold open per process (0 = no limit)",
+    )
 
     @classmethod
-    def from_env(cls) -> Settings:
-        """Read settings from TRACKER_* variables, DATABASE_URL and REDIS_URL."""
-        return cls(
-            database_url=os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-            redis_url=os.environ.get("REDIS_URL") or None,
-            admin_token=os.environ.get("TRACKER_ADMIN_TOKEN") or None,
-            commit_interval_ms=_float("TRACKER_COMMIT_INTERVAL_MS", 1.0),
-            commit_max_rows=_int("TRACKER_COMMIT_MAX_ROWS", 5000),
-            max_body_bytes=_int("TRACKER_MAX_BODY_BYTES", 4 * 1024 * 1024),
-            max_batch=_int("TRACKER_MAX_BATCH", 10_000),
-            max_future_s=_float("TRACKER_MAX_FUTURE_S", 600.0),
-            max_speed_mps=_float("TRACKER_MAX_SPEED_MPS", 100.0),
-            auth_cache_s=_float("TRACKER_AUTH_CACHE_S", 5.0),
-            db_pool_size=_int("TRACKER_DB_POOL_SIZE", 8),
-            retry_after_s=_int("TRACKER_RETRY_AFTER_S", 5),
-            tile_url=os.environ.get("TRACKER_TILE_URL") or DEFAULT_TILE_URL,
-            tile_attribution=os.environ.get("TRACKER_TILE_ATTRIBUTION") or DEFAULT_TILE_ATTRIBUTION,
-            tick_ms=_float("TRACKER_TICK_MS", 150.0),
-            stale_after_s=_float("TRACKER_STALE_AFTER_S", 120.0),
-            tracking_ttl_s=_float("TRACKER_TRACKING_TTL_S", 24 * 3600.0),
-            customer_max_stops_away=_int("TRACKER_CUSTOMER_MAX_STOPS_AWAY", 1),
-            route_cache_s=_float("TRACKER_ROUTE_CACHE_S", 5.0),
-            osmand_port=_int("TRACKER_OSMAND_PORT", 0) or None,
-            osmand_host=os.environ.get("TRACKER_OSMAND_HOST") or "127.0.0.1",
-            bus_channel=os.environ.get("TRACKER_BUS_CHANNEL") or "tracker:bus",
-            ws_stuck_s=_float("TRACKER_WS_STUCK_S", 10.0),
-            session_max_age_s=_float("TRACKER_SESSION_MAX_AGE_S", 7 * 24 * 3600.0),
-            ws_deflate=os.environ.get("TRACKER_WS_DEFLATE", "").lower() in ("1", "true", "yes"),
-            public_url=os.environ.get("TRACKER_PUBLIC_URL") or "http://127.0.0.1:8000",
-            arriving_s=_float("TRACKER_ARRIVING_S", 300.0),
-            webhook_poll_s=_float("TRACKER_WEBHOOK_POLL_S", 1.0),
-            webhook_timeout_s=_float("TRACKER_WEBHOOK_TIMEOUT_S", 10.0),
-            webhook_retry_base_s=_float("TRACKER_WEBHOOK_RETRY_BASE_S", 10.0),
-            webhook_retry_max_s=_float("TRACKER_WEBHOOK_RETRY_MAX_S", 3600.0),
-            webhook_max_attempts=_int("TRACKER_WEBHOOK_MAX_ATTEMPTS", 12),
-            webhook_concurrency=_int("TRACKER_WEBHOOK_CONCURRENCY", 8),
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from its variable; raises ConfigError naming a bad one."""
+        env = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw.strip() == "":
+                continue
+            values[f.name] = _parse(f, hints[f.name], raw.strip())
+        known = {f.metadata["env"] for f in dataclasses.fields(cls)} | OTHER_VARIABLES
+        for name in sorted(env):
+            if name.startswith("TRACKER_") and name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ConfigError(f"{name}: unknown setting{hint}")
+        if values.get("osmand_port") == 0:
+            values["osmand_port"] = None
+        return cls(**values)
+
+
+def _choice(value: str, allowed: tuple[str, ...]) -> str:
+    if value.lower() not in allowed:
+        raise ValueError(f"expected one of {', '.join(allowed)}")
+    return value.lower()
+
+
+def _parse(f: dataclasses.Field[Any], kind: Any, raw: str) -> Any:
+    name = f.metadata["env"]
+    check = f.metadata["check"]
+    minimum = f.metadata["minimum"]
+    try:
+        if check is not None:
+            return check(raw)
+        if kind is bool:
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if kind in (int, int | None):
+            value: float = int(raw)
+        elif kind is float:
+            value = float(raw)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError("expected a finite number")
+        else:
+            return raw
+    except ValueError as exc:
+        detail = str(exc) if "expected" in str(exc) else f"expected {_kind_name(kind)}"
+        raise ConfigError(f"{name}={raw!r}: {detail}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={raw!r}: must be at least {minimum:g}")
+    return value
+
+
+def _kind_name(kind: Any) -> str:
+    return "a whole number" if kind in (int, int | None) else "a number"
+
+
+def documented() -> list[tuple[str, str, str]]:
+    """(variable, default, description) of every setting, for the README's table."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = "unset" if f.default is None else str(f.default)
+        rows.append((f.metadata["env"], default, f.metadata["doc"]))
+    return rows
