@@ -283,6 +283,15 @@ def documented() -> list[tuple[str, str, str]]:
     """(variable, default, description) of every setting, for the README's table."""
     rows = []
     for f in dataclasses.fields(Settings):
-        default = "unset" if f.default is None else str(f.default)
-        rows.append((f.metadata["env"], default, f.metadata["doc"]))
+        rows.append((f.metadata["env"], _default_text(f.default), f.metadata["doc"]))
     return rows
+
+
+def _default_text(value: Any) -> str:
+    if value is None or value == "":
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
