@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from tracker.model import Fix, Reject
+from tracker.model import Fix, Reject, RejectCode
 
 _EARTH_RADIUS_M = 6_371_008.8
 
@@ -111,13 +111,14 @@ def implausible_jump(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfi
     return None
 
 
+# (reject code, filter), in the order they run.
 FILTERS: tuple[tuple[str, Filter], ...] = (
-    ("invalid", invalid),
-    ("unstorable", unstorable),
-    ("out_of_range", out_of_range),
-    ("future", future),
-    ("poor_accuracy", poor_accuracy),
-    ("implausible_jump", implausible_jump),
+    (RejectCode.INVALID, invalid),
+    (RejectCode.UNSTORABLE, unstorable),
+    (RejectCode.OUT_OF_RANGE, out_of_range),
+    (RejectCode.FUTURE, future),
+    (RejectCode.POOR_ACCURACY, poor_accuracy),
+    (RejectCode.IMPLAUSIBLE_JUMP, implausible_jump),
 )
 
 
@@ -139,16 +140,14 @@ def screen(
         # A late fix (older than the reference) is history, not a jump from it.
         newer = prev is None or fix.time >= prev.time
         reference = prev if newer else None
-        reason = None
-        for _name, check in FILTERS:
+        for code, check in FILTERS:
             reason = check(fix, reference, now, cfg)
             if reason is not None:
+                rejects.append(Reject(index, reason, code))
                 break
-        if reason is None:
+        else:
             accepted.append((index, fix))
             if newer:
                 prev = fix
-        else:
-            rejects.append(Reject(index, reason))
     accepted.sort(key=lambda item: item[0])
     return accepted, rejects

@@ -28,12 +28,44 @@ class Fix:
     attributes: JsonDict = field(default_factory=dict)
 
 
+class RejectCode:
+    """Why a ping was rejected, as one word of a fixed set (the `reason` text says more).
+
+    Metrics count rejects by these codes, so the set must stay small and fixed: the
+    filters' names, plus the decoders' own reasons.
+    """
+
+    MALFORMED = "malformed"  # a field missing or not what the protocol says it is
+    NO_FIX = "no_fix"  # the phone reported that it had no position (0,0, no coords)
+    ENCRYPTED = "encrypted"  # an OwnTracks payload encrypted with a key we do not have
+    INVALID = "invalid"
+    UNSTORABLE = "unstorable"
+    OUT_OF_RANGE = "out_of_range"
+    FUTURE = "future"
+    POOR_ACCURACY = "poor_accuracy"
+    IMPLAUSIBLE_JUMP = "implausible_jump"
+
+    ALL = (
+        MALFORMED,
+        NO_FIX,
+        ENCRYPTED,
+        INVALID,
+        UNSTORABLE,
+        OUT_OF_RANGE,
+        FUTURE,
+        POOR_ACCURACY,
+        IMPLAUSIBLE_JUMP,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """A ping that was not accepted, with its index in the request and why."""
+    """A ping that was not accepted: its index in the request, why (text for the client),
+    and a `RejectCode`."""
 
     index: int
     reason: str
+    code: str = RejectCode.MALFORMED
 
 
 class StopStatus:

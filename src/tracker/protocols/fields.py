@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from tracker.model import RejectCode
 from tracker.protocols.base import ProtocolError
 
 # A plain decimal as JSON and Java's Double.parseDouble write it (no NaN, no Infinity,
@@ -27,7 +28,12 @@ KMH_TO_MPS = 1 / 3.6
 
 
 class FieldError(ValueError):
-    """One field of one ping is unusable; the message says which and why."""
+    """One field of one ping is unusable; the message says which and why, `code` (a
+    `RejectCode`) says it in one word."""
+
+    def __init__(self, message: str, code: str = RejectCode.MALFORMED) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _shown(value: object) -> str:
@@ -76,7 +82,7 @@ def latitude(value: object, name: str = "lat") -> float:
     """WGS84 latitude in degrees, within ±90."""
     parsed = number(value, name)
     if not -90.0 <= parsed <= 90.0:
-        raise FieldError(f"{name}: {parsed} is outside -90..90")
+        raise FieldError(f"{name}: {parsed} is outside -90..90", RejectCode.OUT_OF_RANGE)
     return parsed
 
 
@@ -84,7 +90,7 @@ def longitude(value: object, name: str = "lon") -> float:
     """WGS84 longitude in degrees, within ±180."""
     parsed = number(value, name)
     if not -180.0 <= parsed <= 180.0:
-        raise FieldError(f"{name}: {parsed} is outside -180..180")
+        raise FieldError(f"{name}: {parsed} is outside -180..180", RejectCode.OUT_OF_RANGE)
     return parsed
 
 
@@ -96,10 +102,10 @@ def position(
     Traccar treats exactly 0,0 as "no position" too (it substitutes the last known one).
     """
     if lat is None or lon is None or lat == "" or lon == "":
-        raise FieldError(f"no coordinates ({names[0]}/{names[1]} missing)")
+        raise FieldError(f"no coordinates ({names[0]}/{names[1]} missing)", RejectCode.NO_FIX)
     pair = latitude(lat, names[0]), longitude(lon, names[1])
     if pair == (0.0, 0.0):
-        raise FieldError("coordinates 0,0: the phone had no fix")
+        raise FieldError("coordinates 0,0: the phone had no fix", RejectCode.NO_FIX)
     return pair
 
 

@@ -59,7 +59,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tracker.model import Fix, JsonDict, Reject
+from tracker.model import Fix, JsonDict, Reject, RejectCode
 from tracker.protocols import fields
 from tracker.protocols.base import Decoded, ProtocolError, Reply, Request
 from tracker.protocols.fields import FieldError
@@ -138,7 +138,7 @@ def _decode_query(request: Request, now: datetime) -> Decoded:
     try:
         decoded.fixes.append((0, _query_fix(params, now)))
     except FieldError as exc:
-        decoded.rejects.append(Reject(0, str(exc)))
+        decoded.rejects.append(Reject(0, str(exc), exc.code))
     return decoded
 
 
@@ -255,7 +255,7 @@ def _decode_json(request: Request, now: datetime) -> Decoded:
         try:
             decoded.fixes.append((index, _json_fix(item, now)))
         except FieldError as exc:
-            decoded.rejects.append(Reject(index, str(exc)))
+            decoded.rejects.append(Reject(index, str(exc), exc.code))
     return decoded
 
 
@@ -310,7 +310,9 @@ def _json_fix(location: object, now: datetime) -> Fix:
         raise FieldError("location: must be an object")
     coords = location.get("coords")
     if coords is None:
-        raise FieldError("no coords: Traccar would reuse the last known position; not stored")
+        raise FieldError(
+            "no coords: Traccar would reuse the last known position; not stored", RejectCode.NO_FIX
+        )
     if not isinstance(coords, dict):
         raise FieldError("coords: must be an object")
     lat, lon = fields.position(

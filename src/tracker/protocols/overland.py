@@ -48,7 +48,7 @@ from typing import Any
 
 import orjson
 
-from tracker.model import Fix, JsonDict, Reject
+from tracker.model import Fix, JsonDict, Reject, RejectCode
 from tracker.protocols import fields
 from tracker.protocols.base import Decoded, ProtocolError, Reply, Request
 from tracker.protocols.fields import FieldError
@@ -82,7 +82,7 @@ def decode(request: Request, now: datetime) -> Decoded:
         try:
             fix = _fix(feature)
         except FieldError as exc:
-            decoded.rejects.append(Reject(index, str(exc)))
+            decoded.rejects.append(Reject(index, str(exc), exc.code))
             continue
         if fix is not None:
             decoded.fixes.append((index, fix))
@@ -130,7 +130,10 @@ def _fix(feature: object) -> Fix | None:
         properties.get("horizontal_accuracy"), "horizontal_accuracy"
     )
     if horizontal is not None and horizontal < 0:
-        raise FieldError("horizontal_accuracy: negative, the phone marked the position invalid")
+        raise FieldError(
+            "horizontal_accuracy: negative, the phone marked the position invalid",
+            RejectCode.NO_FIX,
+        )
     timestamp = properties.get("timestamp")
     if timestamp is None:
         raise FieldError("timestamp: missing")

@@ -37,7 +37,7 @@ import binascii
 from datetime import datetime
 from typing import Any
 
-from tracker.model import Fix, JsonDict, Reject
+from tracker.model import Fix, JsonDict, Reject, RejectCode
 from tracker.protocols import fields
 from tracker.protocols.base import Decoded, ProtocolError, Reply, Request
 from tracker.protocols.fields import FieldError
@@ -111,13 +111,17 @@ def decode(request: Request, now: datetime) -> Decoded:
     kind = message.get("_type")
     if kind == "encrypted":
         decoded.rejects.append(
-            Reject(0, "encrypted payload: this server has no key; turn encryption off")
+            Reject(
+                0,
+                "encrypted payload: this server has no key; turn encryption off",
+                RejectCode.ENCRYPTED,
+            )
         )
     elif kind == "location":
         try:
             decoded.fixes.append((0, _fix(message)))
         except FieldError as exc:
-            decoded.rejects.append(Reject(0, str(exc)))
+            decoded.rejects.append(Reject(0, str(exc), exc.code))
     return decoded
 
 
