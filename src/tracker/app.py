@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from tracker import pages
+from tracker import openapi, pages
 from tracker.api import clients, devices, ingest, live, osmand_listener, tracking, webhooks
 from tracker.api import routes as route_api
 from tracker.api.guards import runtime
@@ -59,6 +59,7 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route(openapi.PATH, openapi.openapi_json, methods=["GET"]),
         Route("/ingest/osmand", clients.osmand_positions, methods=["GET", "POST"]),
         Route("/ingest/owntracks", clients.owntracks_positions, methods=["POST"]),
         Route("/ingest/overland", clients.overland_positions, methods=["POST"]),
