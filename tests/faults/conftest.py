@@ -396,6 +396,12 @@ class Phone:
     _seq: int = 0
     _conn: HttpConnection | None = None
 
+    async def connect(self) -> None:
+        """Open the phone's connection and use it once, so the server is serving it."""
+        self._conn = await HttpConnection.open(self.host, self.port)
+        answer = await self._conn.request("GET", "/healthz")
+        assert answer.status == 200, answer
+
     def next_pings(self, count: int) -> list[Ping]:
         pings = []
         for _ in range(count):
