@@ -71,9 +71,7 @@ async def test_sigterm_flushes_pending_pings_and_closes_websockets(
         await pool.close()
     token = await tracking_token(server, devices[0][0].unique_id)
     start = datetime.now(UTC) - timedelta(minutes=5)
-    phones = [
-        Phone(d.unique_id, t, HOST, server.port, start=start, lat0=50.85) for d, t in devices
-    ]
+    phones = [Phone(d.unique_id, t, HOST, server.port, start=start, lat0=50.85) for d, t in devices]
     for p in phones:
         await p.connect()
 
