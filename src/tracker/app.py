@@ -14,7 +14,16 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from tracker import openapi, pages
-from tracker.api import clients, devices, ingest, live, osmand_listener, tracking, webhooks
+from tracker.api import (
+    clients,
+    devices,
+    ingest,
+    live,
+    osmand_listener,
+    throttle,
+    tracking,
+    webhooks,
+)
 from tracker.api import routes as route_api
 from tracker.api.guards import runtime
 from tracker.api.responses import ApiError, ORJSONResponse, api_error_handler, error_response
@@ -104,6 +113,12 @@ class TrackerApp(Starlette):
     """Starlette, with the native ingest endpoint answered ahead of its middleware stack."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            # The per-address limit sees every request first, even unauthenticated ones.
+            wait = throttle.client_wait(self.state.runtime, scope)
+            if wait is not None:
+                await throttle.refuse_client(self.state.runtime, scope, receive, send, wait)
+                return
         if ingest.is_native_ingest(scope):
             await ingest.serve(self.state.runtime, scope, receive, send)
             return

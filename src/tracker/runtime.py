@@ -18,6 +18,7 @@ from tracker.filters import FilterConfig
 from tracker.hub import Hub
 from tracker.hub_source import load_vehicles
 from tracker.progress import EtaConfig
+from tracker.ratelimit import Limits
 from tracker.routing_service import RoutingService, with_routes
 from tracker.service import IngestService
 from tracker.store import webhooks as webhook_store
@@ -40,6 +41,7 @@ class Runtime:
     hub: Hub
     routing: RoutingService
     webhooks: WebhookSender
+    limits: Limits
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -77,6 +79,7 @@ class Runtime:
             hub=hub,
             routing=routing,
             webhooks=WebhookSender(pool, settings),
+            limits=Limits.from_settings(settings),
         )
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt.webhooks.run(), "webhooks")

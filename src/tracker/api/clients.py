@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tracker.api import throttle
 from tracker.api.body import read_body
 from tracker.api.guards import runtime, unavailable
 from tracker.api.ingest import authenticate_device, store
@@ -116,6 +117,7 @@ async def osmand_positions(request: Request) -> Response:
         )
     if not device.enabled:
         raise ApiError(403, "device_disabled", f"device {device.unique_id} is disabled")
+    throttle.check_device(rt, device)
     await _ingest(rt, "osmand", device, decoded)
     return reply_response(decoded.reply)
 
@@ -158,6 +160,7 @@ async def owntracks_positions(request: Request) -> Response:
     proto = await protocol_request(request, rt.settings.max_body_bytes)
     # Authenticate before parsing, so an anonymous caller learns nothing about the body.
     device = await _owntracks_device(rt, proto)
+    throttle.check_device(rt, device)
     try:
         decoded = owntracks.decode(proto, datetime.now(UTC))
     except ProtocolError as exc:
@@ -173,6 +176,7 @@ async def _overland(request: Request) -> Reply:
     rt = runtime(request)
     token = bearer(request.headers.get("authorization")) or request.query_params.get("token")
     device = await authenticate_device(rt, token)
+    throttle.check_device(rt, device)
     proto = await protocol_request(request, rt.settings.max_body_bytes)
     try:
         decoded = overland.decode(proto, datetime.now(UTC))

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
+from tracker.api import throttle
 from tracker.api.guards import unavailable
 from tracker.api.responses import ApiError
 from tracker.auth import bearer
@@ -66,6 +67,7 @@ async def ingest_native(
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
     auth = headers.get(b"authorization")
     device = await authenticate_device(rt, bearer(auth.decode("latin-1") if auth else None))
+    throttle.check_device(rt, device)
     try:
         decoded = native.decode(
             ProtoRequest(method="POST", body=body),

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from tracker import tokens
 from tracker.api.body import json_object
 from tracker.api.guards import SESSION_COOKIE, principal, require_dispatcher, runtime, unavailable
 from tracker.api.responses import ApiError, ORJSONResponse, error_response
@@ -79,8 +80,31 @@ async def dispatch_feed(websocket: WebSocket) -> None:
     if not explicit and _cross_site(websocket):
         await _deny(websocket, 403, "forbidden", "cross-origin use of the session cookie")
         return
+    # The same key, and so the same count, whichever way the credential came.
+    slot = socket_slot("dispatch", explicit or websocket.cookies.get(SESSION_COOKIE, ""))
+    slots = rt.limits.sockets
+    if not slots.acquire(slot):
+        await _deny(websocket, 429, "too_many_sockets", too_many_sockets(slots.per_key))
+        return
+    try:
+        await _feed(websocket)
+    finally:
+        slots.release(slot)
+
+
+def socket_slot(kind: str, credential: str) -> str:
+    """The key a credential's WebSockets are counted under (its digest, not the secret)."""
+    return f"{kind}:{tokens.digest(credential).hex()}"
+
+
+def too_many_sockets(per_key: int) -> str:
+    """The message of the 429 refusing a socket beyond TRACKER_WS_MAX_PER_TOKEN."""
+    return f"this credential already has {per_key} live connection(s) open here; close one"
+
+
+async def _feed(websocket: WebSocket) -> None:
     await websocket.accept()
-    hub = rt.hub
+    hub = runtime(websocket).hub
     sub = hub.subscribe(DISPATCH, SocketSink(websocket))
     try:
         try:

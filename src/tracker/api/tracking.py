@@ -36,8 +36,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tracker import privacy, tokens
 from tracker.api.guards import require_dispatcher, runtime, unavailable
-from tracker.api.live import SocketSink
-from tracker.api.responses import ApiError, ORJSONResponse
+from tracker.api.live import SocketSink, socket_slot, too_many_sockets
+from tracker.api.responses import ApiError, ORJSONResponse, error_response
 from tracker.config import Settings
 from tracker.hub import Subscriber
 from tracker.hub_state import PROTOCOL_VERSION, Event, Message, Vehicle
@@ -376,6 +376,21 @@ async def track_feed(websocket: WebSocket) -> None:
     if target is None or tracked is None:
         await _refuse(websocket, not_found(rt.settings))
         return
+    slot = socket_slot("track", token)
+    slots = rt.limits.sockets
+    if not slots.acquire(slot):
+        message = too_many_sockets(slots.per_key)
+        await _refuse(websocket, error_response(429, "too_many_sockets", message))
+        return
+    try:
+        await _feed(websocket, rt, target, tracked)
+    finally:
+        slots.release(slot)
+
+
+async def _feed(
+    websocket: WebSocket, rt: Runtime, target: TrackingTarget, tracked: TrackedStop
+) -> None:
     await websocket.accept()
     hub = rt.hub
     fresh = CustomerView(
