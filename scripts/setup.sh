@@ -77,6 +77,12 @@ if [ "$want_test" = 1 ] && ! command -v redis-server >/dev/null; then
     log "installing Redis"
     apt_install redis-server
 fi
+# nginx: tests/deploy runs deploy/nginx.conf (the compose file's proxy) in front of two
+# servers, with its own ports and paths; a service the package may start is not used.
+if [ "$want_test" = 1 ] && ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+    log "installing nginx"
+    apt_install nginx
+fi
 redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && head -c 5 <&3 | grep -q PONG) 2>/dev/null; }
 if [ "$want_test" = 1 ] && [ -z "${TEST_REDIS_URL:-}" ] && ! redis_up; then
     log "starting Redis"
