@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -13,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from tracker import openapi, pages
+from tracker import logs, openapi, pages
 from tracker.api import (
     clients,
     devices,
@@ -24,6 +25,7 @@ from tracker.api import (
     tracking,
     webhooks,
 )
+from tracker.api import metrics as metrics_api
 from tracker.api import routes as route_api
 from tracker.api.guards import runtime
 from tracker.api.responses import ApiError, ORJSONResponse, api_error_handler, error_response
@@ -68,6 +70,7 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics_api.scrape, methods=["GET"]),
         Route(openapi.PATH, openapi.openapi_json, methods=["GET"]),
         Route("/ingest/osmand", clients.osmand_positions, methods=["GET", "POST"]),
         Route("/ingest/owntracks", clients.owntracks_positions, methods=["POST"]),
@@ -109,10 +112,22 @@ def routes() -> list[BaseRoute]:
     ]
 
 
+# Paths whose last part is a secret (a customer's tracking token): the access log hides it.
+SECRET_PATHS = ("/t/", "/ws/track/")
+
+
 class TrackerApp(Starlette):
-    """Starlette, with the native ingest endpoint answered ahead of its middleware stack."""
+    """Starlette, with the native ingest endpoint answered ahead of its middleware stack,
+    and every request given an id (and logged) around all of it (`logs.RequestContext`)."""
+
+    def __init__(self, *args: Any, access_log: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._requests = logs.RequestContext(self._route, access_log, SECRET_PATHS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._requests(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             # The per-address limit sees every request first, even unauthenticated ones.
             wait = throttle.client_wait(self.state.runtime, scope)
@@ -141,6 +156,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     return TrackerApp(
         routes=routes(),
+        access_log=settings.access_log,
         lifespan=lifespan,
         exception_handlers={
             ApiError: api_error_handler,

@@ -26,6 +26,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from tracker import metrics
+
 log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
@@ -131,6 +133,7 @@ class RedisBus(LocalBus):
         self.deliver(channel, message)
         if len(self._outbox) == self._outbox.maxlen:
             self.dropped += 1
+            metrics.BUS_DROPPED.inc()
         self._outbox.append(orjson.dumps({"i": self.instance_id, "c": channel, "m": message}))
         self._wake.set()
 
@@ -153,13 +156,16 @@ class RedisBus(LocalBus):
                     failing = True
                     # Put the batch back in front of what arrived meanwhile, newest kept.
                     limit = batch.maxlen or 0
-                    self.dropped += max(0, len(batch) + len(self._outbox) - limit)
+                    lost = max(0, len(batch) + len(self._outbox) - limit)
+                    self.dropped += lost
+                    metrics.BUS_DROPPED.inc(lost)
                     batch.extend(self._outbox)
                     self._outbox = batch
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
                     continue
                 self.published += len(batch)
+                metrics.BUS_PUBLISHED.inc(len(batch))
                 if failing:
                     log.info("bus publishing resumed")
                 failing = False
@@ -176,6 +182,7 @@ class RedisBus(LocalBus):
                 backoff = 0.2
                 if subscribed_before:
                     log.info("bus subscription restored")
+                    metrics.BUS_RECONNECTS.inc()
                     self._run_resumed()
                 subscribed_before = True
                 while True:

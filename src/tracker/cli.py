@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Callable
 
+from tracker import logs
 from tracker.config import ConfigError, Settings
 
 Command = Callable[[argparse.Namespace], int]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import dataclasses
     import os
+    import shutil
+    import tempfile
 
     import uvicorn
 
@@ -22,19 +25,30 @@ def _serve(args: argparse.Namespace) -> int:
     if args.osmand_port is not None:
         os.environ["TRACKER_OSMAND_PORT"] = str(args.osmand_port)
     os.environ.setdefault("TRACKER_OSMAND_HOST", args.host)
-    uvicorn.run(
-        "tracker.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        access_log=False,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
-        ws_per_message_deflate=Settings.from_env().ws_deflate,
-        timeout_graceful_shutdown=10,
-    )
+    settings = Settings.from_env()
+    if args.log_level is not None:
+        settings = dataclasses.replace(settings, log_level=args.log_level)
+    # Every worker writes its metrics to files here and /metrics sums them (prometheus_client's
+    # multiprocess mode); the variable must be set before a worker creates its first metric.
+    metrics_dir = tempfile.mkdtemp(prefix="tracker-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run(
+            "tracker.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=logs.config(settings),
+            log_level=settings.log_level,
+            access_log=False,  # the app writes its own (TRACKER_ACCESS_LOG)
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
+            ws_per_message_deflate=settings.ws_deflate,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -99,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="overrides TRACKER_LOG_LEVEL",
+    )
     serve.add_argument(
         "--osmand-port",
         type=int,
@@ -175,13 +193,10 @@ EXTRA_COMMANDS.append(_register_backtest)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tracker` console script."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     args = build_parser().parse_args(argv)
     func: Command = args.func
     try:
-        Settings.from_env()
+        logs.configure(Settings.from_env())
         return func(args)
     except ConfigError as exc:
         print(f"tracker: configuration error: {exc}", file=sys.stderr)

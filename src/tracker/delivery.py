@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import asyncpg
 import httpx
 
-from tracker import webhooks
+from tracker import metrics, webhooks
 from tracker.config import Settings
 from tracker.store import webhooks as store
 from tracker.store.db import DB_ERRORS
@@ -29,6 +29,8 @@ from tracker.store.db import DB_ERRORS
 log = logging.getLogger(__name__)
 
 USER_AGENT = "tracker-webhooks/1"
+# An attempt's outcome in the metrics, by the status it leaves the delivery in.
+_OUTCOMES = {store.DELIVERED: "delivered", store.PENDING: "retry", store.FAILED: "failed"}
 _MAX_ERROR = 500
 
 
@@ -89,6 +91,7 @@ class WebhookSender:
         try:
             if not delivery.active:
                 await store.finish(self._pool, delivery, None, store.CANCELLED)
+                metrics.WEBHOOK_DELIVERIES.labels("cancelled").inc()
                 return
             attempt = await self._post(client, delivery)
             code = attempt.status_code
@@ -106,6 +109,7 @@ class WebhookSender:
                     self._jitter(),
                 )
             await store.finish(self._pool, delivery, attempt, status, retry_in)
+            metrics.WEBHOOK_DELIVERIES.labels(_OUTCOMES[status]).inc()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from tracker import metrics
 from tracker.hub_state import (
     Changes,
     Fleet,
@@ -39,6 +40,8 @@ from tracker.hub_state import (
 log = logging.getLogger(__name__)
 
 DISPATCH = "dispatch"
+# The metrics label of every other channel: each is one customer's tracking link.
+TRACK = "track"
 # Client messages answered out of band (pongs) beyond this many waiting are dropped.
 MAX_CONTROL = 8
 
@@ -49,6 +52,11 @@ Clock = Callable[[], float]
 def encode(message: Message) -> str:
     """JSON text of a message (ASGI text frames take str)."""
     return orjson.dumps(message).decode()
+
+
+def channel_kind(key: str) -> str:
+    """A channel's metrics label: `dispatch`, or `track` for a customer's tracking link."""
+    return DISPATCH if key == DISPATCH else TRACK
 
 
 class Sink(Protocol):
@@ -73,6 +81,12 @@ class Subscriber:
         self.busy_since: float | None = None
         self.frames_sent = 0
         self.frames_merged = 0
+        kind = channel_kind(channel.key)
+        self._sent_metric = metrics.WS_FRAMES_SENT.labels(kind)
+        self._merged_metric = metrics.WS_FRAMES_MERGED.labels(kind)
+        self._clients_metric = metrics.WS_CLIENTS.labels(kind)
+        self._clients_metric.inc()
+        self._counted = True  # in the clients gauge until unsubscribed
         self._control: deque[tuple[str, str]] = deque()
         self._pending: Changes | None = None
         self._frame: str | None = None
@@ -90,6 +104,7 @@ class Subscriber:
             self._pending.merge(changes)
             self._frame = None
             self.frames_merged += 1
+            self._merged_metric.inc()
         if self.live:
             self._wake.set()
 
@@ -113,6 +128,12 @@ class Subscriber:
         if len(self._control) < MAX_CONTROL:
             self._control.append(("pong", text))
             self._wake.set()
+
+    def uncount(self) -> None:
+        """Leave the clients gauge (once, however often it is called)."""
+        if self._counted:
+            self._counted = False
+            self._clients_metric.dec()
 
     def kill(self) -> None:
         """Stop sending and drop the connection (it is stuck or the hub is closing)."""
@@ -140,6 +161,7 @@ class Subscriber:
                     await self.sink.send(text)
                     self.busy_since = None
                     self.frames_sent += 1
+                    self._sent_metric.inc()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -281,6 +303,7 @@ class Hub:
         """Forget a client (idempotent)."""
         sub.closed = True
         sub.task.cancel()
+        sub.uncount()
         sub.channel.discard(sub)
         if not sub.channel.subscribers and sub.channel.key != DISPATCH:
             self._forget(sub.channel)
@@ -337,6 +360,7 @@ class Hub:
         ]
         for sub in stuck:
             log.info("closing a live client stuck for over %.0f s", self.stuck_s)
+            metrics.WS_CLIENTS_STUCK.labels(channel_kind(sub.channel.key)).inc()
             sub.kill()
             self.unsubscribe(sub)
         self.closed_stuck += len(stuck)
@@ -344,7 +368,10 @@ class Hub:
 
     async def close(self) -> None:
         """Stop every sender (connections are closed by the server itself)."""
-        tasks = [sub.task for ch in self.channels.values() for sub in ch.subscribers]
+        subs = [sub for ch in self.channels.values() for sub in ch.subscribers]
+        tasks = [sub.task for sub in subs]
+        for sub in subs:
+            sub.uncount()
         if self._resyncing is not None:
             tasks.append(self._resyncing)
         for task in tasks:

@@ -34,7 +34,7 @@ from typing import Any
 
 import asyncpg
 
-from tracker import progress
+from tracker import metrics, progress
 from tracker.bus import Bus
 from tracker.hub import Hub
 from tracker.model import Event, EventType, Fix, JsonDict, Route, Stop, StopStatus
@@ -365,6 +365,7 @@ class RoutingService:
 
     async def _publish(self, device: str, events: list[Event], route: JsonDict | None) -> None:
         for event in events:
+            metrics.ROUTE_EVENTS.labels(event.type).inc()
             await self._bus.publish(
                 EVENTS_CHANNEL, {"type": "event", "device": device, "event": event_json(event)}
             )

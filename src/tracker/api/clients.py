@@ -26,13 +26,15 @@ Identity, per app:
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tracker import metrics
 from tracker.api import throttle
 from tracker.api.body import read_body
 from tracker.api.guards import runtime, unavailable
@@ -50,6 +52,25 @@ from tracker.store.devices import Device
 log = logging.getLogger(__name__)
 
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="tracker", charset="UTF-8"'}
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _refusals_counted(protocol: str) -> Callable[[Endpoint], Endpoint]:
+    """Count an endpoint's error answers (`ApiError`) in the metrics, by error code."""
+
+    def wrap(endpoint: Endpoint) -> Endpoint:
+        @functools.wraps(endpoint)
+        async def counted(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except ApiError as exc:
+                metrics.count_refused(protocol, exc.code)
+                raise
+
+        return counted
+
+    return wrap
 
 
 async def protocol_request(request: Request, limit: int) -> ProtoRequest:
@@ -85,7 +106,7 @@ async def _ingest(rt: Runtime, protocol: str, device: Device, decoded: Decoded) 
     """Store the decoded pings (503 when they could not be committed)."""
     if not decoded.fixes and not decoded.rejects:
         return
-    result = await store(rt, device, decoded)
+    result = await store(rt, device, decoded, protocol)
     _log_rejects(protocol, device, decoded, len(result.rejects))
 
 
@@ -99,6 +120,7 @@ async def _registered_device(rt: Runtime, unique_id: str) -> Device | None:
         raise unavailable(rt) from exc
 
 
+@_refusals_counted("osmand")
 async def osmand_positions(request: Request) -> Response:
     """GET/POST /ingest/osmand (and `/` of the OsmAnd listener): one Traccar Client ping."""
     rt = runtime(request)
@@ -154,6 +176,7 @@ async def _owntracks_device(rt: Runtime, proto: ProtoRequest) -> Device:
     return device
 
 
+@_refusals_counted("owntracks")
 async def owntracks_positions(request: Request) -> Response:
     """POST /ingest/owntracks: one OwnTracks message; answers ``[]`` once committed."""
     rt = runtime(request)
@@ -194,6 +217,7 @@ async def overland_positions(request: Request) -> Response:
     try:
         reply = await _overland(request)
     except ApiError as exc:
+        metrics.count_refused("overland", exc.code)
         # Anything but {"result":"ok"} makes the app keep the batch for the next attempt.
         return reply_response(overland.error_reply(exc.message, exc.status), exc.headers)
     return reply_response(reply)

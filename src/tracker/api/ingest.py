@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
+from tracker import metrics
 from tracker.api import throttle
 from tracker.api.guards import unavailable
 from tracker.api.responses import ApiError
@@ -48,14 +49,23 @@ async def authenticate_device(rt: Runtime, token: str | None) -> Device:
     return device
 
 
-async def store(rt: Runtime, device: Device, decoded: Decoded) -> IngestResult:
-    """Ingest decoded fixes for an authenticated device; 503 when nothing could commit."""
+async def store(
+    rt: Runtime, device: Device, decoded: Decoded, protocol: str = "native"
+) -> IngestResult:
+    """Ingest decoded fixes for an authenticated device; 503 when nothing could commit.
+    `protocol` (one of `metrics.PROTOCOLS`) labels the pings in the metrics."""
+    counters = metrics.INGEST[protocol]
+    counters.received.inc(len(decoded.fixes) + len(decoded.rejects))
     try:
-        return await rt.ingest.ingest(device, decoded, datetime.now(UTC))
+        result = await rt.ingest.ingest(device, decoded, datetime.now(UTC))
     except StoreUnavailable as exc:
         raise unavailable(rt) from exc
     except StoreRefused as exc:
         raise ApiError(422, "refused", "the database refused these pings' values") from exc
+    metrics.count_pings(counters, result.stored, result.duplicates)
+    if result.rejects:
+        metrics.count_rejects(result.rejects)
+    return result
 
 
 async def ingest_native(
@@ -101,10 +111,12 @@ async def serve(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None
         body = await _read_body(receive, headers, rt.settings.max_body_bytes)
         status, payload = await ingest_native(rt, headers, body)
     except ApiError as exc:
+        metrics.count_refused("native", exc.code)
         status, payload = exc.status, {"error": exc.code, "message": exc.message}
         extra = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
     except Exception:
         log.exception("unhandled error on POST %s", PATH)
+        metrics.count_refused("native", "internal_error")
         status, payload = 500, {"error": "internal_error", "message": "internal server error"}
     content = orjson.dumps(payload)
     await send(

@@ -28,8 +28,10 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from tracker import logs
 from tracker.api import clients
 from tracker.runtime import Runtime
 
@@ -49,6 +51,7 @@ def osmand_app(rt: Runtime, exception_handlers: Mapping[Any, Any]) -> Starlette:
     app = Starlette(
         routes=[Route("/", clients.osmand_positions, methods=["GET", "POST"])],
         exception_handlers=dict(exception_handlers),
+        middleware=[Middleware(logs.RequestContext, access_log=rt.settings.access_log)],
     )
     app.state.runtime = rt
     return app

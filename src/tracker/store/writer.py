@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from tracker import metrics
 from tracker.store.db import DB_ERRORS, init_connection
 
 log = logging.getLogger(__name__)
@@ -241,6 +243,7 @@ class PositionWriter:
             if conn is None or conn.is_closed():
                 conn = await asyncpg.connect(self._url, timeout=5.0)
                 await init_writer_connection(conn)
+            started = time.perf_counter()
             try:
                 results = await self._commit_retrying(batch, conn)
             except _REFUSED:
@@ -251,15 +254,19 @@ class PositionWriter:
                 for item in batch:
                     await self._flush_alone(item, conn)
                 return
+            metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+            metrics.COMMIT_ROWS.observe(sum(len(item.rows) for item in batch))
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)
         except _REFUSED as exc:
+            metrics.COMMITS_FAILED.labels("refused").inc()
             log.warning("database refused a request's positions: %s", exc)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(StoreRefused(type(exc).__name__))
         except Exception as exc:
+            metrics.COMMITS_FAILED.labels("unavailable").inc()
             if not isinstance(exc, DB_ERRORS):
                 log.exception("position batch failed")
             error = StoreUnavailable(f"database unavailable: {type(exc).__name__}")
@@ -276,9 +283,11 @@ class PositionWriter:
         try:
             [result] = await self._commit_retrying([item], conn)
         except _REFUSED as exc:
+            metrics.COMMITS_FAILED.labels("refused").inc()
             log.warning("database refused a request's positions: %s", exc)
             item.future.set_exception(StoreRefused(type(exc).__name__))
         else:
+            metrics.COMMIT_ROWS.observe(len(item.rows))
             item.future.set_result(result)
 
     async def _commit_retrying(

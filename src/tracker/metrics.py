@@ -1,0 +1,194 @@
+"""Prometheus metrics of a server process, and their exposition for `GET /metrics`.
+
+Every metric lives in prometheus_client's default registry. `tracker serve` runs its
+workers in prometheus_client's multiprocess mode (it sets PROMETHEUS_MULTIPROC_DIR before
+any worker imports this module): each process writes its values to files in that
+directory and a scrape of any worker sums them, so the numbers cover the whole server.
+Without the variable (tests, an app embedded elsewhere) the registry is served as is.
+
+Label values come from small fixed sets (protocols, reject codes, error codes, channel
+kinds, event types), never from a device, a token or other request data, so the number of
+series stays bounded. The ingest path uses children bound once at import (`INGEST`,
+`REJECTED`): an increment is then about a microsecond, even in multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+from tracker.model import Reject, RejectCode
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+PROTOCOLS = ("native", "osmand", "owntracks", "overland")
+
+# -- ingest ------------------------------------------------------------------------------
+
+PINGS_RECEIVED = Counter(
+    "tracker_pings_received", "Pings decoded from ingest requests", ["protocol"]
+)
+PINGS_STORED = Counter("tracker_pings_stored", "Pings newly stored", ["protocol"])
+PINGS_DUPLICATE = Counter(
+    "tracker_pings_duplicate", "Pings already stored (a client's retry)", ["protocol"]
+)
+PINGS_REJECTED = Counter(
+    "tracker_pings_rejected", "Pings refused by a decoder or a filter, by reason", ["reason"]
+)
+INGEST_REFUSED = Counter(
+    "tracker_ingest_refused",
+    "Ingest requests answered with an error (nothing stored), by error code",
+    ["protocol", "code"],
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolCounters:
+    """One protocol's ping counters, bound once."""
+
+    received: Counter
+    stored: Counter
+    duplicates: Counter
+
+
+INGEST = {
+    p: ProtocolCounters(PINGS_RECEIVED.labels(p), PINGS_STORED.labels(p), PINGS_DUPLICATE.labels(p))
+    for p in PROTOCOLS
+}
+REJECTED = {code: PINGS_REJECTED.labels(code) for code in RejectCode.ALL}
+
+
+def count_pings(counters: ProtocolCounters, stored: int, duplicates: int) -> None:
+    """Pings of one request that were stored or found stored already."""
+    if stored:
+        counters.stored.inc(stored)
+    if duplicates:
+        counters.duplicates.inc(duplicates)
+
+
+def count_rejects(rejects: Iterable[Reject]) -> None:
+    """Rejected pings, by their reason code."""
+    for reject in rejects:
+        child = REJECTED.get(reject.code)
+        (child or PINGS_REJECTED.labels(reject.code)).inc()
+
+
+def count_refused(protocol: str, code: str) -> None:
+    """An ingest request answered with the error `code` (an `ApiError` code)."""
+    INGEST_REFUSED.labels(protocol, code).inc()
+
+
+# -- group commit ------------------------------------------------------------------------
+
+COMMIT_ROWS = Histogram(
+    "tracker_commit_rows",
+    "Rows per group commit",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+)
+COMMIT_SECONDS = Histogram(
+    "tracker_commit_seconds",
+    "Duration of a group commit (COPY, last positions, COMMIT)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+COMMITS_FAILED = Counter(
+    "tracker_commits_failed",
+    "Group commits that failed: unavailable (database down, requests get 503) or refused",
+    ["reason"],
+)
+
+# -- live WebSocket fan-out --------------------------------------------------------------
+
+WS_CLIENTS = Gauge(
+    "tracker_ws_clients",
+    "Open live WebSocket clients, by channel kind (dispatch, track)",
+    ["channel"],
+    multiprocess_mode="livesum",
+)
+WS_FRAMES_SENT = Counter(
+    "tracker_ws_frames_sent", "Frames written to live WebSocket clients", ["channel"]
+)
+WS_FRAMES_MERGED = Counter(
+    "tracker_ws_frames_merged",
+    "Frames not sent to a slow reader: folded into its next frame instead",
+    ["channel"],
+)
+WS_CLIENTS_STUCK = Counter(
+    "tracker_ws_clients_stuck",
+    "Live clients disconnected because their writes made no progress",
+    ["channel"],
+)
+
+
+# -- bus ---------------------------------------------------------------------------------
+
+BUS_RECONNECTS = Counter("tracker_bus_reconnects", "Redis subscriptions restored after being lost")
+BUS_PUBLISHED = Counter("tracker_bus_published", "Messages published to Redis")
+BUS_DROPPED = Counter(
+    "tracker_bus_dropped", "Messages dropped from the outbox while Redis was unreachable"
+)
+
+# -- routes and webhooks -----------------------------------------------------------------
+
+ROUTE_EVENTS = Counter("tracker_route_events", "Route and stop events stored, by type", ["type"])
+WEBHOOK_DELIVERIES = Counter(
+    "tracker_webhook_deliveries",
+    "Webhook delivery attempts by outcome (delivered, retry, failed, cancelled)",
+    ["outcome"],
+)
+
+# -- exposition --------------------------------------------------------------------------
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db$")
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics in Prometheus text format, and their content type.
+
+    In multiprocess mode the values of every worker are summed (gauges per their mode);
+    without it, this process's registry is served.
+    """
+    path = os.environ.get(MULTIPROC_ENV)
+    # The variable counts only if it was set before the metrics were created (then their
+    # values live in files); otherwise this process's values are all there is.
+    if not path or not getattr(values.ValueClass, "_multiprocess", False):
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    _forget_dead_workers(path)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def _forget_dead_workers(path: str) -> None:
+    # A worker that died (and was replaced by uvicorn) leaves its live gauges behind;
+    # prometheus_client expects the supervisor to call mark_process_dead, and uvicorn's
+    # has no hook for it, so each scrape does it for files of pids that are gone.
+    for name in glob.glob(os.path.join(path, "gauge_live*.db")):
+        found = _LIVE_GAUGE_FILE.search(name)
+        pid = int(found.group(1)) if found else None
+        if pid is not None and not _alive(pid):
+            multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
