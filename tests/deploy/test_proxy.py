@@ -21,11 +21,12 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+import yaml
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin
 
 from tests.conftest import ADMIN_TOKEN, DeviceCreds, stored_positions
-from tests.deploy.processes import Process, start_nginx, start_tracker
+from tests.deploy.processes import ROOT, Process, start_nginx, start_tracker
 
 MAX_BODY = 4 * 1024 * 1024  # TRACKER_MAX_BODY_BYTES's default
 # One uvicorn process re-raises the SIGTERM it handled once it has shut down.
@@ -245,3 +246,30 @@ async def test_failover_both_ways_then_json_503_when_none_is_up(
         assert r.json()["error"] == "unavailable"
 
     assert len(await stored_positions(db, dev.unique_id)) == sent == 21
+
+
+async def test_the_server_sees_the_clients_address_not_the_proxys(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Loopback answers from any 127/8 address: two "phones" at 127.0.0.2 and 127.0.0.3,
+    # the proxy connecting from 127.0.0.1. The per-address limit (per instance, so a client
+    # gets at most twice 3 through the two) tells whose address the server counted.
+    # Trusting the proxy as compose.yaml does, so the test sees what compose would.
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    trusted = compose["services"]["tracker-1"]["environment"]["FORWARDED_ALLOW_IPS"]
+    settings = {"TRACKER_RATE_LIMIT_IP": "3/hour", "FORWARDED_ALLOW_IPS": trusted}
+
+    def phone(stack: Stack, address: str) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(local_address=address)
+        return stack.client(transport=transport)
+
+    async with proxy_stack(database_url, tmp_path, **settings) as stack:
+        async with phone(stack, "127.0.0.2") as first:
+            codes = [(await first.get("/api/v1/devices")).status_code for _ in range(10)]
+            assert codes.count(401) == 6 and codes.count(429) == 4, codes
+            # A forged X-Forwarded-For is replaced by the proxy, not believed.
+            forged = await first.get("/api/v1/devices", headers={"X-Forwarded-For": "10.9.8.7"})
+            assert forged.status_code == 429
+            assert forged.json()["error"] == "rate_limited"
+        async with phone(stack, "127.0.0.3") as second:
+            assert (await second.get("/api/v1/devices")).status_code == 401
