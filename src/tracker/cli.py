@@ -191,6 +191,38 @@ def _backtest(args: argparse.Namespace) -> int:
 EXTRA_COMMANDS.append(_register_backtest)
 
 
+def _register_prune(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    prune = sub.add_parser(
+        "prune",
+        help="drop months of positions older than the retention (whole partitions)",
+        description="Drop every monthly partition of positions that ended at least N days "
+        "ago; the month holding the cut-off stays. Defaults to TRACKER_RETENTION_DAYS.",
+    )
+    prune.add_argument("--older-than-days", type=float, dest="days", metavar="N")
+    prune.add_argument("--dry-run", action="store_true", help="list and count, drop nothing")
+    prune.set_defaults(func=_prune)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from tracker.store import retention
+
+    settings = Settings.from_env()
+    days = args.days if args.days is not None else settings.retention_days
+    if not 0 < days < 1_000_000:  # also refuses NaN and infinity
+        print(
+            "tracker prune: give --older-than-days N (N > 0) or set TRACKER_RETENTION_DAYS",
+            file=sys.stderr,
+        )
+        return 2
+    result = asyncio.run(retention.prune(settings.database_url, days, dry_run=args.dry_run))
+    for line in retention.report(result, days):
+        print(line)
+    return 0
+
+
+EXTRA_COMMANDS.append(_register_prune)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tracker` console script."""
     args = build_parser().parse_args(argv)

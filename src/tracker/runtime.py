@@ -21,6 +21,7 @@ from tracker.progress import EtaConfig
 from tracker.ratelimit import Limits
 from tracker.routing_service import RoutingService, with_routes
 from tracker.service import IngestService
+from tracker.store import retention
 from tracker.store import webhooks as webhook_store
 from tracker.store.db import DB_ERRORS, create_pool
 from tracker.store.writer import PositionWriter
@@ -84,6 +85,13 @@ class Runtime:
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt.webhooks.run(), "webhooks")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
+        if settings.retention_days > 0:
+            rt.spawn(
+                retention.keep_pruning(
+                    settings.database_url, settings.retention_days, settings.retention_check_s
+                ),
+                "retention",
+            )
         return rt
 
     def spawn(self, coro: Any, name: str) -> None:

@@ -300,6 +300,13 @@ class PositionWriter:
                 # Two instances advancing the same devices' last positions; retry.
                 if attempt == 2:
                     raise
+            except asyncpg.CheckViolationError:
+                # "No partition for row": a month seen before was dropped since (retention,
+                # `tracker prune`); make the batch's months again. `positions` has no other
+                # check that could fail here.
+                if attempt == 2 or not self._known_months:
+                    raise
+                self._known_months.clear()
         raise AssertionError("unreachable")
 
     async def _commit(self, batch: list[_Pending], conn: asyncpg.Connection) -> list[WriteResult]:
