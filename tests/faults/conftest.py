@@ -396,6 +396,10 @@ class Phone:
     _seq: int = 0
     _conn: HttpConnection | None = None
 
+    def use(self, conn: HttpConnection) -> None:
+        """Post over `conn` (shared with other phones posting one after another)."""
+        self._conn = conn
+
     async def connect(self) -> None:
         """Open the phone's connection and use it once, so the server is serving it."""
         self._conn = await HttpConnection.open(self.host, self.port)
