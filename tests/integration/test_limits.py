@@ -23,6 +23,7 @@ from tests.conftest import (
     Server,
     ServerFactory,
     add_device,
+    free_port,
     stored_positions,
 )
 from tracker.store.devices import add_key
@@ -204,6 +205,22 @@ async def test_an_address_over_its_limit_gets_429_on_everything_but_the_probes(
     assert refused.value.response.status_code == 429
     assert refused.value.response.headers["Retry-After"].isdigit()
     assert orjson.loads(refused.value.response.body)["error"] == "rate_limited"
+
+
+async def test_the_osmand_listener_port_counts_against_the_same_address_limit(
+    server_factory: ServerFactory,
+) -> None:
+    srv = await server_factory(rate_limit_ip="4/minute", osmand_port=free_port())
+    listener = f"http://127.0.0.1:{srv.settings.osmand_port}/"
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        # Unknown ids (id guessing) count too, on either port, against one allowance.
+        query = {"id": "nobody", "lat": "48.1", "lon": "11.5"}
+        for url in (listener, f"{srv.base_url}/ingest/osmand", listener, listener):
+            r = await client.get(url, params=query)
+            assert r.status_code == 400, r.text
+        r = await client.get(listener, params=query)
+    assert r.status_code == 429, r.text
+    assert r.json()["error"] == "rate_limited" and int(r.headers["retry-after"]) >= 1
 
 
 # -- WebSockets per credential --------------------------------------------------------------

@@ -32,7 +32,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from tracker import logs
-from tracker.api import clients
+from tracker.api import clients, throttle
 from tracker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,10 @@ def osmand_app(rt: Runtime, exception_handlers: Mapping[Any, Any]) -> Starlette:
     app = Starlette(
         routes=[Route("/", clients.osmand_positions, methods=["GET", "POST"])],
         exception_handlers=dict(exception_handlers),
-        middleware=[Middleware(logs.RequestContext, access_log=rt.settings.access_log)],
+        middleware=[
+            Middleware(logs.RequestContext, access_log=rt.settings.access_log),
+            Middleware(throttle.AddressLimit, rt=rt),
+        ],
     )
     app.state.runtime = rt
     return app

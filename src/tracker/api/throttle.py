@@ -13,7 +13,7 @@ Two limits, checked at two places:
 from __future__ import annotations
 
 import orjson
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tracker.api.responses import ApiError
 from tracker.runtime import Runtime
@@ -77,3 +77,20 @@ async def refuse_client(
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1008, "reason": "rate limited"})
+
+
+class AddressLimit:
+    """ASGI middleware applying the per-address limit in front of another app (the OsmAnd
+    listener's; the main app checks it itself, ahead of its fast ingest path)."""
+
+    def __init__(self, app: ASGIApp, rt: Runtime) -> None:
+        self.app = app
+        self.rt = rt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            wait = client_wait(self.rt, scope)
+            if wait is not None:
+                await refuse_client(self.rt, scope, receive, send, wait)
+                return
+        await self.app(scope, receive, send)
