@@ -17,6 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
     import dataclasses
     import os
     import shutil
+    import signal
     import tempfile
 
     import uvicorn
@@ -32,6 +33,15 @@ def _serve(args: argparse.Namespace) -> int:
     # multiprocess mode); the variable must be set before a worker creates its first metric.
     metrics_dir = tempfile.mkdtemp(prefix="tracker-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+    def remove_then_end(sig: int, frame: object) -> None:
+        # After a graceful stop uvicorn raises the signal that stopped it again; its default
+        # action would end the process before the `finally` below removes the directory.
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        signal.signal(sig, signal.SIG_DFL)
+        signal.raise_signal(sig)
+
+    signal.signal(signal.SIGTERM, remove_then_end)
     try:
         uvicorn.run(
             "tracker.app:app_from_env",

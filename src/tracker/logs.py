@@ -25,6 +25,7 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracker.config import Settings
@@ -58,6 +59,8 @@ def config(settings: Settings) -> dict[str, Any]:
             "fmt": "%(levelname)s %(name)s %(message)s",
             "rename_fields": {"levelname": "level", "name": "logger"},
             "timestamp": "time",
+            # uvicorn adds its message again with terminal colour codes.
+            "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
         }
     else:
         formatter = {
