@@ -28,6 +28,7 @@ from tracker.api import (
 from tracker.api import metrics as metrics_api
 from tracker.api import routes as route_api
 from tracker.api.guards import runtime
+from tracker.api.paths import IdConvertor  # noqa: F401 (registers the {name:id} type)
 from tracker.api.responses import ApiError, ORJSONResponse, api_error_handler, error_response
 from tracker.config import Settings
 from tracker.runtime import Runtime
@@ -82,23 +83,23 @@ def routes() -> list[BaseRoute]:
         Route("/api/v1/routes", route_api.create_route, methods=["POST"]),
         # Before /{route_id}: "current" is not an id.
         Route("/api/v1/routes/current", route_api.current_route, methods=["GET"]),
-        Route("/api/v1/routes/{route_id:int}", route_api.get_route, methods=["GET"]),
+        Route("/api/v1/routes/{route_id:id}", route_api.get_route, methods=["GET"]),
         Route(
-            "/api/v1/routes/{route_id:int}/stops/{stop_id:int}",
+            "/api/v1/routes/{route_id:id}/stops/{stop_id:id}",
             route_api.patch_stop,
             methods=["PATCH"],
         ),
         Route(
-            "/api/v1/routes/{route_id:int}/stops/{stop_id:int}/tracking",
+            "/api/v1/routes/{route_id:id}/stops/{stop_id:id}/tracking",
             tracking.reissue_link,
             methods=["POST"],
         ),
         Route("/api/v1/webhooks", webhooks.create_webhook, methods=["POST"]),
         Route("/api/v1/webhooks", webhooks.list_webhooks, methods=["GET"]),
-        Route("/api/v1/webhooks/{webhook_id:int}", webhooks.get_webhook, methods=["GET"]),
-        Route("/api/v1/webhooks/{webhook_id:int}", webhooks.delete_webhook, methods=["DELETE"]),
+        Route("/api/v1/webhooks/{webhook_id:id}", webhooks.get_webhook, methods=["GET"]),
+        Route("/api/v1/webhooks/{webhook_id:id}", webhooks.delete_webhook, methods=["DELETE"]),
         Route(
-            "/api/v1/webhooks/{webhook_id:int}/deliveries",
+            "/api/v1/webhooks/{webhook_id:id}/deliveries",
             webhooks.list_deliveries,
             methods=["GET"],
         ),

@@ -227,7 +227,7 @@ async def patch_stop(request: Request) -> Response:
     rt = runtime(request)
     data = await json_object(request, 64 * 1024)
     status = data.get("status")
-    if status not in SETTABLE:
+    if not isinstance(status, str) or status not in SETTABLE:
         allowed = ", ".join(sorted(SETTABLE))
         raise _invalid(f"status: one of {allowed}")
     reason = data.get("reason")

@@ -93,7 +93,8 @@ def _events(value: object) -> list[str]:
     allowed = ", ".join(sorted(webhooks.SUBSCRIBABLE))
     if not isinstance(value, list) or not value:
         raise _invalid(f"events: required non-empty array of {allowed}")
-    unknown = [e for e in value if e not in webhooks.SUBSCRIBABLE]
+    # isinstance first: an object or array in the list is unhashable.
+    unknown = [e for e in value if not isinstance(e, str) or e not in webhooks.SUBSCRIBABLE]
     if unknown:
         raise _invalid(f"events: unknown {unknown!r}; one or more of {allowed}")
     return sorted(set(value))
