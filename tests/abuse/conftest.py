@@ -1,0 +1,176 @@
+"""The abuse tests' world: a server on a database of their own, and one of every caller.
+
+The abuse tests send junk, create routes and webhooks and toggle devices; their own
+database (created and dropped here) keeps that away from the other tests' assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from tests.conftest import (
+    ADMIN_TOKEN,
+    TEST_DATABASE_URL,
+    DeviceCreds,
+    Server,
+    add_device,
+    recreate_database,
+    start_server,
+)
+from tracker.store import devices as device_store
+from tracker.store.migrations import migrate
+
+T = TypeVar("T")
+
+# The device whose resources (route, stops, track) the callers reach for.
+OWNER_ID = "van-7"
+OTHER_ID = "van-8"
+SPARE_ID = "van-9"
+# Delivery webhooks aim at the discard port: attempts fail at once, nothing leaves the host.
+HOOK_URL = "http://127.0.0.1:9/hook"
+
+
+def database_url(suffix: str) -> str:
+    """TEST_DATABASE_URL with `_<suffix>` appended to the database name."""
+    parts = urlsplit(TEST_DATABASE_URL)
+    return urlunsplit(parts._replace(path=f"{parts.path}_{suffix}"))
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """A server and one of each kind of caller, with the resources they reach for."""
+
+    server: Server
+    dispatcher: str  # a dispatcher API key
+    owner: DeviceCreds  # owns the route below
+    other: DeviceCreds  # another device, without a route
+    route_id: int
+    stop_id: int  # the customer's stop
+    spare_stop_id: int  # the stop whose link gets re-issued (the customer's must keep working)
+    tracking_token: str  # the customer's link token (of `stop_id`)
+    webhook_id: int
+
+    @property
+    def admin(self) -> str:
+        return ADMIN_TOKEN
+
+
+def route_body(device: str) -> dict[str, Any]:
+    """A two-stop route starting now."""
+    return {
+        "device": device,
+        "planned_start": datetime.now(UTC).isoformat(),
+        "stops": [
+            {"lat": 48.137, "lon": 11.575, "name": "Abuse Street 1", "recipient": "R. One"},
+            {"lat": 48.139, "lon": 11.580, "name": "Abuse Street 2", "recipient": "R. Two"},
+        ],
+        "path": None,
+    }
+
+
+async def make_fleet(srv: Server) -> Fleet:
+    """Register both devices, a dispatcher key, a route and a webhook on `srv`."""
+    owner = await add_device(srv, "Owner van", OWNER_ID)
+    other = await add_device(srv, "Other van", OTHER_ID)
+    # The document's example for enabling and disabling devices (so that fuzzing it never
+    # disables the devices the other operations call with).
+    await add_device(srv, "Spare van", SPARE_ID)
+    dispatcher = await device_store.add_key(srv.runtime.pool, "abuse dispatcher", "dispatcher")
+    async with srv.admin() as client:
+        when = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        ping = {"time": when, "lat": 48.1, "lon": 11.5}
+        r = await client.post(
+            "/api/v1/positions", json=ping, headers={"Authorization": f"Bearer {owner.token}"}
+        )
+        assert r.status_code == 202, r.text
+        r = await client.post("/api/v1/routes", json=route_body(OWNER_ID))
+        assert r.status_code == 201, r.text
+        route = r.json()
+        r = await client.post(
+            "/api/v1/webhooks", json={"url": HOOK_URL, "events": ["stop.arrived"]}
+        )
+        assert r.status_code == 201, r.text
+        webhook_id = r.json()["id"]
+    first, second = route["stops"]
+    return Fleet(
+        server=srv,
+        dispatcher=dispatcher,
+        owner=owner,
+        other=other,
+        route_id=route["id"],
+        stop_id=first["id"],
+        spare_stop_id=second["id"],
+        tracking_token=urlsplit(first["tracking_url"]).path.rsplit("/", 1)[1],
+        webhook_id=webhook_id,
+    )
+
+
+@pytest.fixture(scope="session")
+async def abuse_database_url() -> AsyncIterator[str]:
+    """A migrated database for the abuse tests only, dropped after the session."""
+    url = database_url("abuse")
+    await recreate_database(url)
+    await migrate(url)
+    yield url
+    with contextlib.suppress(Exception):
+        await recreate_database(url, create=False)
+
+
+@pytest.fixture(scope="session")
+async def fleet(abuse_database_url: str) -> AsyncIterator[Fleet]:
+    """One server on the abuse database with every kind of caller."""
+    srv = await start_server(abuse_database_url)
+    try:
+        yield await make_fleet(srv)
+    finally:
+        await srv.stop()
+
+
+class LoopThread:
+    """An event loop of its own in a thread, for servers that blocking clients call.
+
+    Schemathesis' pytest integration runs synchronous tests with a blocking HTTP client:
+    a server on the test session's loop would not answer while such a test runs.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        """Run `coro` on the thread's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@contextlib.contextmanager
+def threaded_fleet(suffix: str) -> Iterator[Fleet]:
+    """A fleet on its own database, served from a loop in another thread."""
+    url = database_url(suffix)
+    loop = LoopThread()
+    try:
+        loop.run(recreate_database(url))
+        loop.run(migrate(url))
+        srv = loop.run(start_server(url))
+        try:
+            yield loop.run(make_fleet(srv))
+        finally:
+            loop.run(srv.stop())
+            with contextlib.suppress(Exception):
+                loop.run(recreate_database(url, create=False))
+    finally:
+        loop.close()

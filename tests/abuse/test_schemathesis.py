@@ -1,0 +1,88 @@
+"""Schemathesis against a real server: every documented operation, with data generated from
+the OpenAPI document (its examples, boundary values, then random valid and invalid input),
+sent with the credentials the operation takes. No 5xx, and every answer's status, content
+type, headers and body are the ones the document promises.
+
+The server runs on a loop in another thread (schemathesis calls it with a blocking client)
+with a database of its own. A request that takes longer than REQUEST_TIMEOUT_S fails the
+test: no input may hang the server.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.abuse.conftest import Fleet, threaded_fleet
+from tracker import openapi
+
+REQUEST_TIMEOUT_S = 15.0
+# Per operation and generation mode; with the examples and boundary cases this keeps the
+# whole module at about a minute.
+MAX_EXAMPLES = 40
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "request-timeout": REQUEST_TIMEOUT_S,
+        "generation": {
+            "mode": "all",
+            "max-examples": MAX_EXAMPLES,
+            # Credentials are the test's to choose (below), not random strings.
+            "with-security-parameters": False,
+            "deterministic": False,
+        },
+        "phases": {"stateful": {"enabled": False}},
+    }
+)
+
+schema = schemathesis.openapi.from_dict(openapi.document(), config=CONFIG)
+
+
+@pytest.fixture(scope="module")
+def fuzz_fleet() -> Iterator[Fleet]:
+    with threaded_fleet("fuzz") as fleet:
+        yield fleet
+
+
+def credentials(operation: dict[str, Any], fleet: Fleet) -> dict[str, str]:
+    """The headers of the least privileged caller the operation is meant for."""
+    schemes = {name for requirement in operation.get("security", []) for name in requirement}
+    if "adminBearer" in schemes:
+        return {"Authorization": f"Bearer {fleet.admin}"}
+    if "staffBearer" in schemes:
+        return {"Authorization": f"Bearer {fleet.dispatcher}"}
+    if "deviceBearer" in schemes:
+        return {"Authorization": f"Bearer {fleet.owner.token}"}
+    if "ownTracksBasic" in schemes:
+        basic = f"{fleet.owner.unique_id}:{fleet.owner.token}".encode()
+        return {"Authorization": f"Basic {base64.b64encode(basic).decode()}"}
+    return {}
+
+
+@schema.parametrize()
+def test_operation_conforms(case: schemathesis.Case[Any], fuzz_fleet: Fleet) -> None:
+    case.call_and_validate(
+        base_url=fuzz_fleet.server.base_url,
+        headers=credentials(case.operation.definition.raw, fuzz_fleet),
+        checks=CHECKS,
+        timeout=REQUEST_TIMEOUT_S,
+    )
