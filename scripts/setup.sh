@@ -92,6 +92,13 @@ if [ "$want_test" = 1 ] && [ -z "${TEST_REDIS_URL:-}" ] && ! redis_up; then
     for _ in $(seq 50); do redis_up && break; sleep 0.1; done
 fi
 
+# --- PostgreSQL server binaries for the fault tests ---------------------------------------
+# tests/faults crashes a private cluster of its own (initdb, pg_ctl), never the shared one.
+if [ "$want_test" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    log "installing PostgreSQL server binaries with PostGIS (fault tests)"
+    apt_install postgresql postgresql-postgis
+fi
+
 # --- Chromium for the browser tests -------------------------------------------------------
 if [ "$want_test" = 1 ] && [ ! -x /usr/bin/chromium ]; then
     log "installing Chromium"
