@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -139,6 +140,25 @@ async def test_pings_posted_through_the_proxy_are_stored(stack: Stack, db: async
             assert r.status_code == 202, r.text
             assert r.json()["stored"] == 1
     assert len(await stored_positions(db, dev.unique_id)) == 10
+    # nginx's access log names the instance that answered each request: both did.
+    answered = {
+        line.rsplit(" id=", 1)[0].split()[-1]
+        for line in stack.nginx.output().splitlines()
+        if '"POST /api/v1/positions" 202' in line
+    }
+    assert answered == {f"127.0.0.1:{p.port}" for p in stack.instances}
+
+
+async def test_request_ids_pass_through_the_proxy(stack: Stack) -> None:
+    async with stack.client() as client:
+        given = await client.get("/api/v1/devices", headers={"X-Request-ID": "phone-42.7"})
+        fresh = await client.get("/api/v1/devices")
+    # The instance answers with the id it logged: the client's, or the one nginx made
+    # (32 hex digits; an instance's own are 16), which nginx's log shows too.
+    assert given.headers["x-request-id"] == "phone-42.7"
+    made = fresh.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made), made
+    assert f"id={made}" in stack.nginx.output()
 
 
 async def test_dispatch_socket_through_the_proxy_gets_fixes_posted_through_it(
