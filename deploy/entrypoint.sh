@@ -8,8 +8,14 @@
 #   MIGRATE    0 skips the migrations (default 1; they take an advisory lock, so several
 #              instances starting together are safe)
 #   HOST, PORT, WORKERS   where and how `tracker serve` listens (0.0.0.0, 8000, 2)
-# Extra arguments are passed to `tracker serve`.
+# Arguments starting with "-" are added to `tracker serve`; any other command runs instead
+# (`docker run IMAGE tracker device add "Van 7"`), without waiting for anything.
 set -eu
+
+case ${1:-} in
+    '' | -*) ;;
+    *) exec "$@" ;;
+esac
 
 wait_s=${DB_WAIT_S:-60}
 case $wait_s in

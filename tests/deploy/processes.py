@@ -117,7 +117,9 @@ class Process:
 
 def spawn(argv: list[str], env: Mapping[str, str], log: Path, port: int) -> Process:
     """Start `argv` with stdout and stderr going to `log`."""
-    with log.open("wb") as out:
+    # Append mode: nginx reopens /dev/stdout for its access log with an offset of its own,
+    # which would otherwise overwrite what went to stderr.
+    with log.open("ab") as out:
         proc = subprocess.Popen(argv, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
     return Process(proc, log, port)
 

@@ -38,7 +38,8 @@ async def test_two_entrypoints_migrate_a_fresh_database_serve_and_stop_on_sigter
             for name in ("one", "two"):
                 port = free_port()
                 env = process_env(DATABASE_URL=url, HOST="127.0.0.1", PORT=str(port))
-                started.append(spawn([str(ENTRYPOINT)], env, tmp_path / f"{name}.log", port))
+                argv = [str(ENTRYPOINT), "--log-level", "warning"]  # added to `serve`
+                started.append(spawn(argv, env, tmp_path / f"{name}.log", port))
             for process in started:
                 await wait_ready(process)
                 async with httpx.AsyncClient(base_url=process.base_url) as client:
@@ -48,6 +49,7 @@ async def test_two_entrypoints_migrate_a_fresh_database_serve_and_stop_on_sigter
                 argv = cmdline(process.proc.pid)
                 assert "serve" in argv and "sh" not in Path(argv[0]).name, argv
                 assert argv[argv.index("--workers") + 1] == "2"
+                assert argv[argv.index("--log-level") + 1] == "warning"
 
             conn = await asyncpg.connect(url)
             try:
@@ -94,3 +96,12 @@ async def test_a_bad_wait_is_refused() -> None:
     done = subprocess.run([str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert done.stderr == "entrypoint: DB_WAIT_S=1m: expected whole seconds\n"
+
+
+async def test_another_command_runs_instead_without_waiting() -> None:
+    nobody = f"postgresql://postgres@127.0.0.1:{free_port()}/tracker"
+    env = process_env(DATABASE_URL=nobody, DB_WAIT_S="60")
+    argv = [str(ENTRYPOINT), "tracker", "device", "--help"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: tracker device")
