@@ -33,7 +33,10 @@ def from_iso(text: str) -> datetime:
         raise TimeFormatError(f"time {text[:40]!r} is not ISO-8601") from exc
     if parsed.tzinfo is None:
         raise TimeFormatError(f"time {text[:40]!r} has no time zone")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
+        raise TimeFormatError(f"time {text[:40]!r} is out of range") from exc
 
 
 def parse_time(value: object) -> datetime:

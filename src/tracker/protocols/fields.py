@@ -22,8 +22,9 @@ from tracker.protocols.base import ProtocolError
 # A plain decimal as JSON and Java's Double.parseDouble write it (no NaN, no Infinity,
 # no underscores or hex), optionally surrounded by spaces. Each digit can be matched one
 # way only: `\d+\.?\d*` split a run of digits in every possible way, so a long run that
-# failed at its end took time polynomial in its length (40,000 digits: 90 s).
-_DECIMAL = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
+# failed at its end took time polynomial in its length (40,000 digits: 90 s). ASCII only:
+# Unicode `\s` also takes the separators U+001C..U+001F, which float() refuses.
+_DECIMAL = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
 
 KNOTS_TO_MPS = 0.514444
 KMH_TO_MPS = 1 / 3.6

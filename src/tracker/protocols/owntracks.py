@@ -33,7 +33,6 @@ Reply: 200 with the JSON array ``[]`` (the app reads the body as a list of messa
 from __future__ import annotations
 
 import base64
-import binascii
 from datetime import datetime
 from typing import Any
 
@@ -80,7 +79,9 @@ def credentials(request: Request) -> tuple[str, str] | None:
         return None
     try:
         text = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:
+        # binascii.Error, UnicodeDecodeError, and the ValueError b64decode raises for a
+        # header with non-ASCII characters (HTTP headers arrive as latin-1): all ValueErrors.
         raise ProtocolError(401, "malformed Basic authorization header") from exc
     user, _, password = text.partition(":")
     return user, password
