@@ -26,6 +26,7 @@ from websockets.asyncio.client import connect
 from tests.conftest import ADMIN_TOKEN, DeviceCreds, Server, ServerFactory, add_device
 from tests.faults.conftest import TrackerProcess
 from tests.faults.test_redis_outage import RedisProcess
+from tests.integration.test_routes_api import create_route, patch_stop, route_body, stored_events
 from tracker.bus import RedisBus
 from tracker.store.devices import add_key
 
@@ -224,6 +225,37 @@ async def test_websocket_clients_gauge_follows_an_open_dispatch_socket(
 
 async def _equals(read: Callable[[], Awaitable[float]], expected: float) -> bool:
     return await read() == expected
+
+
+# -- route events ----------------------------------------------------------------------------
+
+
+async def test_route_events_are_counted_by_type(
+    server_factory: ServerFactory, db: asyncpg.Pool
+) -> None:
+    srv = await server_factory(metrics_token=METRICS_TOKEN)
+    dev = await add_device(srv)
+    route = await create_route(srv, route_body(dev, datetime(2024, 5, 1, 8, tzinfo=UTC)))
+    before = await scrape(srv.base_url)
+    s1, s2, s3 = (s["id"] for s in route["stops"])
+    for stop, change in (
+        (s1, {"status": "arrived"}),
+        (s1, {"status": "completed"}),
+        (s2, {"status": "failed", "reason": "closed"}),
+        (s3, {"status": "skipped"}),
+    ):
+        assert (await patch_stop(srv, route["id"], stop, change)).status_code == 200
+    after = await scrape(srv.base_url)
+    stored: dict[str, int] = {}
+    for event in await stored_events(db, route["id"]):
+        stored[event["type"]] = stored.get(event["type"], 0) + 1
+    assert stored.keys() >= {"stop.arrived", "stop.completed", "stop.failed", "route.completed"}
+    counted = {
+        kind: value(after, "tracker_route_events_total", type=kind)
+        - value(before, "tracker_route_events_total", type=kind)
+        for kind in stored
+    }
+    assert counted == stored
 
 
 # -- bus -------------------------------------------------------------------------------------
