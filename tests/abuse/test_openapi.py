@@ -110,6 +110,7 @@ def test_limits_are_the_codes() -> None:
     assert component("NewRoute")["properties"]["stops"]["maxItems"] == route_api.MAX_STOPS
     assert component("NewStop")["properties"]["name"]["maxLength"] == route_api.MAX_TEXT
     assert component("NewStop")["properties"]["radius_m"]["maximum"] == route_api.MAX_RADIUS_M
+    assert component("NewStop")["properties"]["service_s"]["maximum"] == route_api.MAX_SERVICE_S
     track = paths["/api/v1/devices/{device}/positions"]["get"]["parameters"]
     limit = next(p for p in track if p.get("name") == "limit")
     assert limit["schema"]["maximum"] == device_api.MAX_TRACK_POINTS

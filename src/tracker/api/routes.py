@@ -42,6 +42,11 @@ from tracker.timeparse import TimeFormatError, parse_time
 MAX_STOPS = 1000
 MAX_TEXT = 500
 MAX_RADIUS_M = 10_000.0
+MAX_SERVICE_S = 86_400.0
+# Route times outside these years are mistakes; bounding them keeps every ETA (times plus
+# at most MAX_STOPS service times and travel) inside what datetime can hold.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 
 
 def routing(rt: Runtime) -> RoutingService:
@@ -78,9 +83,12 @@ def _time(item: dict[str, Any], name: str, where: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return parse_time(value)
+        when = parse_time(value)
     except TimeFormatError as exc:
         raise _invalid(f"{where}.{name}: {exc}") from exc
+    if not EARLIEST <= when < LATEST:
+        raise _invalid(f"{where}.{name}: must be from {EARLIEST.year} to {LATEST.year - 1}")
+    return when
 
 
 def parse_stop(item: object, seq: int) -> Stop:
@@ -93,8 +101,8 @@ def parse_stop(item: object, seq: int) -> Stop:
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
         raise _invalid(f"{where}: ({lat}, {lon}) is outside WGS84 lat/lon ranges")
     service_s = _number(item, "service_s", where, 0.0)
-    if service_s < 0.0:
-        raise _invalid(f"{where}.service_s: must not be negative")
+    if not 0.0 <= service_s <= MAX_SERVICE_S:
+        raise _invalid(f"{where}.service_s: from 0 to {MAX_SERVICE_S:g} seconds")
     radius_m = _number(item, "radius_m", where, 50.0)
     if not 0.0 < radius_m <= MAX_RADIUS_M:
         raise _invalid(f"{where}.radius_m: must be above 0 and at most {MAX_RADIUS_M:g}")

@@ -83,7 +83,10 @@ def delivery_json(row: dict[str, Any]) -> dict[str, Any]:
 def _url(value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_URL:
         raise _invalid(f"url: required http(s) URL of at most {MAX_URL} characters")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise _invalid(f"url: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _invalid("url: must be an absolute http:// or https:// URL")
     return value
