@@ -26,6 +26,7 @@ from websockets.asyncio.client import connect
 from tests.conftest import ADMIN_TOKEN, DeviceCreds, Server, ServerFactory, add_device
 from tests.faults.conftest import TrackerProcess
 from tests.faults.test_redis_outage import RedisProcess
+from tests.integration.test_ingest import proxy_to_postgres
 from tests.integration.test_routes_api import create_route, patch_stop, route_body, stored_events
 from tracker.bus import RedisBus
 from tracker.store.devices import add_key
@@ -199,6 +200,36 @@ async def test_refusals_of_the_phone_app_endpoints_are_counted(
             before, "tracker_ingest_refused_total", **labels
         )
         assert grown == 1, labels
+
+
+async def test_a_failed_commit_is_counted_and_metrics_need_no_database(
+    server_factory: ServerFactory, database_url: str
+) -> None:
+    async with proxy_to_postgres() as proxy:
+        url = database_url.replace(":5432/", f":{proxy.port}/")
+        srv = await server_factory(
+            database_url=url, auth_cache_s=3600.0, metrics_token=METRICS_TOKEN
+        )
+        dev = await add_device(srv)
+        async with srv.client() as client:
+            warm = await client.post("/api/v1/positions", json=ping(NOW), headers=dev.headers)
+            assert warm.status_code == 202  # the device's token is cached from now on
+            before = await scrape(srv.base_url)
+            await proxy.cut()
+            down = await client.post(
+                "/api/v1/positions", json=ping(NOW - timedelta(seconds=1)), headers=dev.headers
+            )
+            assert down.status_code == 503
+            after = await scrape(srv.base_url)  # the metrics token needs no database
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("tracker_commits_failed_total", reason="unavailable") == 1
+    assert delta("tracker_ingest_refused_total", protocol="native", code="unavailable") == 1
+    assert delta("tracker_pings_received_total", protocol="native") == 1
+    assert delta("tracker_pings_stored_total", protocol="native") == 0
+    assert delta("tracker_commit_rows_count") == 0
 
 
 # -- live clients ----------------------------------------------------------------------------
