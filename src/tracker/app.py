@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from tracker import logs, openapi, pages
+from tracker import logs, metrics, openapi, pages
 from tracker.api import (
     clients,
     devices,
@@ -133,6 +133,7 @@ class TrackerApp(Starlette):
             # The per-address limit sees every request first, even unauthenticated ones.
             wait = throttle.client_wait(self.state.runtime, scope)
             if wait is not None:
+                metrics.ADDRESS_LIMITED.inc()
                 await throttle.refuse_client(self.state.runtime, scope, receive, send, wait)
                 return
         if ingest.is_native_ingest(scope):

@@ -50,6 +50,10 @@ PINGS_DUPLICATE = Counter(
 PINGS_REJECTED = Counter(
     "tracker_pings_rejected", "Pings refused by a decoder or a filter, by reason", ["reason"]
 )
+ADDRESS_LIMITED = Counter(
+    "tracker_address_limited",
+    "Requests and WebSocket handshakes refused (429) by the per-address rate limit",
+)
 INGEST_REFUSED = Counter(
     "tracker_ingest_refused",
     "Ingest requests answered with an error (nothing stored), by error code",

@@ -232,6 +232,19 @@ async def test_a_failed_commit_is_counted_and_metrics_need_no_database(
     assert delta("tracker_commit_rows_count") == 0
 
 
+async def test_the_address_limit_refusals_are_counted(server_factory: ServerFactory) -> None:
+    srv = await server_factory(metrics_token=METRICS_TOKEN, rate_limit_ip="1/hour")
+    before = await scrape(srv.base_url)  # /metrics is exempt from the limit
+    async with srv.client() as client:
+        statuses = [(await client.get("/api/v1/session")).status_code for _ in range(4)]
+    assert statuses[0] == 401 and statuses.count(429) == 3
+    after = await scrape(srv.base_url)
+    grown = value(after, "tracker_address_limited_total") - value(
+        before, "tracker_address_limited_total"
+    )
+    assert grown == 3
+
+
 # -- live clients ----------------------------------------------------------------------------
 
 
