@@ -87,7 +87,7 @@ async def make_fleet(srv: Server) -> Fleet:
     dispatcher = await device_store.add_key(srv.runtime.pool, "abuse dispatcher", "dispatcher")
     async with srv.admin() as client:
         when = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
-        ping = {"time": when, "lat": 48.1, "lon": 11.5}
+        ping = {"time": when, "lat": 48.137, "lon": 11.575}
         r = await client.post(
             "/api/v1/positions", json=ping, headers={"Authorization": f"Bearer {owner.token}"}
         )

@@ -1,0 +1,291 @@
+"""Who may call what: every endpoint of the app × six callers, each a real request.
+
+The callers: nobody; the device whose resources are reached for (`device`); another
+registered device using its own token on them (`other`); a customer holding a stop's
+tracking link (`customer`); a dispatcher API key; the admin. Each sends its credential the
+way the endpoint takes credentials (bearer header, `?token=`, HTTP Basic, session cookie,
+the token in the path, a WebSocket handshake). MATRIX says, per endpoint, the status each
+caller must get; `test_matrix_covers_every_route` fails when the app has a route the
+matrix does not list, so a new endpoint cannot ship without deciding who may use it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.abuse.conftest import HOOK_URL, OWNER_ID, Fleet, route_body
+from tests.abuse.test_openapi import app_operations
+from tracker import tokens
+from tracker.api.guards import SESSION_COOKIE
+
+CALLERS = ("none", "device", "other", "customer", "dispatcher", "admin")
+ACCEPTED = 101  # a WebSocket handshake that was accepted
+
+Expect = tuple[int, int, int, int, int, int]  # per caller, in the order of CALLERS
+
+PUBLIC: Expect = (200, 200, 200, 200, 200, 200)
+STAFF: Expect = (401, 401, 401, 401, 200, 200)
+ADMIN: Expect = (401, 401, 401, 401, 403, 200)
+
+# (method, path as in the OpenAPI document; "WS" for WebSocket handshakes) -> expected.
+MATRIX: dict[tuple[str, str], Expect] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/metrics"): ADMIN,
+    # The body names the owner: another device's token is refused for it.
+    ("POST", "/api/v1/positions"): (401, 202, 403, 401, 401, 401),
+    # OsmAnd has no credential (as in Traccar): the registered unique id is the identity.
+    ("GET", "/ingest/osmand"): PUBLIC,
+    ("POST", "/ingest/osmand"): PUBLIC,
+    # Basic username = the owner, password = the caller's token.
+    ("POST", "/ingest/owntracks"): (401, 200, 401, 401, 401, 401),
+    # The token is the identity: another device stores under itself, never the owner.
+    ("POST", "/ingest/overland"): (401, 200, 200, 401, 401, 401),
+    ("GET", "/api/v1/devices"): STAFF,
+    ("POST", "/api/v1/devices"): (401, 401, 401, 401, 403, 201),
+    ("PATCH", "/api/v1/devices/{device}"): ADMIN,
+    ("GET", "/api/v1/devices/{device}/positions"): STAFF,
+    ("POST", "/api/v1/routes"): (401, 401, 401, 401, 201, 201),
+    # Each device gets its own route only; the other device has none.
+    ("GET", "/api/v1/routes/current"): (401, 200, 404, 401, 401, 401),
+    ("GET", "/api/v1/routes/{route_id}"): (401, 200, 403, 401, 200, 200),
+    ("PATCH", "/api/v1/routes/{route_id}/stops/{stop_id}"): (401, 200, 403, 401, 200, 200),
+    ("POST", "/api/v1/routes/{route_id}/stops/{stop_id}/tracking"): STAFF,
+    # The link is the credential; whatever else is put there is an unknown link.
+    ("GET", "/t/{token}"): (404, 404, 404, 200, 404, 404),
+    ("GET", "/api/v1/webhooks"): STAFF,
+    ("POST", "/api/v1/webhooks"): (401, 401, 401, 401, 201, 201),
+    ("GET", "/api/v1/webhooks/{webhook_id}"): STAFF,
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"): (401, 401, 401, 401, 204, 204),
+    ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): STAFF,
+    # Signing in: nobody sends no token (400); only staff tokens open a session.
+    ("POST", "/api/v1/session"): (400, 401, 401, 401, 200, 200),
+    ("GET", "/api/v1/session"): STAFF,
+    ("DELETE", "/api/v1/session"): (204, 204, 204, 204, 204, 204),
+    ("GET", "/"): PUBLIC,
+    ("GET", "/map"): PUBLIC,
+    ("GET", "/driver"): PUBLIC,
+    ("GET", "/static/{path}"): PUBLIC,
+    ("GET", "/static/vendor/leaflet/{path}"): PUBLIC,
+    ("WS", "/ws/dispatch"): (401, 401, 401, 401, ACCEPTED, ACCEPTED),
+    ("WS", "/ws/track/{token}"): (404, 404, 404, ACCEPTED, 404, 404),
+}
+
+
+def secret(fleet: Fleet, caller: str) -> str | None:
+    """The credential a caller holds."""
+    return {
+        "none": None,
+        "device": fleet.owner.token,
+        "other": fleet.other.token,
+        "customer": fleet.tracking_token,
+        "dispatcher": fleet.dispatcher,
+        "admin": fleet.admin,
+    }[caller]
+
+
+@dataclass
+class Call:
+    """One HTTP request."""
+
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+Builder = Callable[[Fleet, str | None], Awaitable[Call]]
+
+
+def with_bearer(method: str, path: str, body: Any = None) -> Builder:
+    """The credential as `Authorization: Bearer`, path parameters from the fleet."""
+
+    async def build(fleet: Fleet, token: str | None) -> Call:
+        url = path.format(
+            device=OWNER_ID,
+            route_id=fleet.route_id,
+            stop_id=fleet.stop_id,
+            spare_stop_id=fleet.spare_stop_id,
+            webhook_id=fleet.webhook_id,
+        )
+        payload = body() if callable(body) else body
+        return Call(method, url, bearer(token), json=payload)
+
+    return build
+
+
+async def owntracks(fleet: Fleet, token: str | None) -> Call:
+    message = {"_type": "location", "lat": 48.137, "lon": 11.575, "tst": 1764057600}
+    if token is None:  # names the device, proves nothing
+        return Call("POST", "/ingest/owntracks", {"X-Limit-U": OWNER_ID}, json=message)
+    basic = base64.b64encode(f"{OWNER_ID}:{token}".encode()).decode()
+    return Call("POST", "/ingest/owntracks", {"Authorization": f"Basic {basic}"}, json=message)
+
+
+async def overland(fleet: Fleet, token: str | None) -> Call:
+    feature = {
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [11.575, 48.137]},
+        "properties": {"timestamp": now(), "horizontal_accuracy": 5},
+    }
+    params = {"token": token} if token else {}
+    return Call("POST", "/ingest/overland", params=params, json={"locations": [feature]})
+
+
+async def tracking_page(fleet: Fleet, token: str | None) -> Call:
+    return Call("GET", f"/t/{token or tokens.new_token()}")
+
+
+async def sign_in(fleet: Fleet, token: str | None) -> Call:
+    return Call("POST", "/api/v1/session", json={"token": token or ""})
+
+
+async def session(fleet: Fleet, token: str | None) -> Call:
+    cookie = {"Cookie": f"{SESSION_COOKIE}={token}"} if token else {}
+    return Call("GET", "/api/v1/session", cookie)
+
+
+async def delete_fresh_webhook(fleet: Fleet, token: str | None) -> Call:
+    """Deleting needs a webhook that still exists: one per request."""
+    async with fleet.server.admin() as client:
+        r = await client.post("/api/v1/webhooks", json={"url": HOOK_URL, "events": ["stop.failed"]})
+    assert r.status_code == 201, r.text
+    return Call("DELETE", f"/api/v1/webhooks/{r.json()['id']}", bearer(token))
+
+
+def osmand_builder(method: str) -> Builder:
+    async def build(fleet: Fleet, token: str | None) -> Call:
+        params = {"id": OWNER_ID, "lat": "48.137", "lon": "11.575", "timestamp": now()}
+        return Call(method, "/ingest/osmand", bearer(token), params=params)
+
+    return build
+
+
+def own_ping() -> dict[str, Any]:
+    return {"time": now(), "lat": 48.137, "lon": 11.575, "device_id": OWNER_ID}
+
+
+def new_device() -> dict[str, Any]:
+    return {"name": "Matrix van", "unique_id": f"matrix-{tokens.new_token()[:10]}"}
+
+
+def new_route() -> dict[str, Any]:
+    return route_body(OWNER_ID)
+
+
+HOOK = {"url": HOOK_URL, "events": ["stop.completed"]}
+
+BUILDERS: dict[tuple[str, str], Builder] = {
+    ("GET", "/healthz"): with_bearer("GET", "/healthz"),
+    ("GET", "/readyz"): with_bearer("GET", "/readyz"),
+    ("GET", "/openapi.json"): with_bearer("GET", "/openapi.json"),
+    ("GET", "/metrics"): with_bearer("GET", "/metrics"),
+    ("POST", "/api/v1/positions"): with_bearer("POST", "/api/v1/positions", own_ping),
+    ("GET", "/ingest/osmand"): osmand_builder("GET"),
+    ("POST", "/ingest/osmand"): osmand_builder("POST"),
+    ("POST", "/ingest/owntracks"): owntracks,
+    ("POST", "/ingest/overland"): overland,
+    ("GET", "/api/v1/devices"): with_bearer("GET", "/api/v1/devices"),
+    ("POST", "/api/v1/devices"): with_bearer("POST", "/api/v1/devices", new_device),
+    ("PATCH", "/api/v1/devices/{device}"): with_bearer(
+        "PATCH", "/api/v1/devices/{device}", {"enabled": True}
+    ),
+    ("GET", "/api/v1/devices/{device}/positions"): with_bearer(
+        "GET", "/api/v1/devices/{device}/positions"
+    ),
+    ("POST", "/api/v1/routes"): with_bearer("POST", "/api/v1/routes", new_route),
+    ("GET", "/api/v1/routes/current"): with_bearer("GET", "/api/v1/routes/current"),
+    ("GET", "/api/v1/routes/{route_id}"): with_bearer("GET", "/api/v1/routes/{route_id}"),
+    # Arriving again at the stop one has arrived at changes nothing: the same answer each time.
+    ("PATCH", "/api/v1/routes/{route_id}/stops/{stop_id}"): with_bearer(
+        "PATCH", "/api/v1/routes/{route_id}/stops/{stop_id}", {"status": "arrived"}
+    ),
+    # The spare stop: re-issuing the customer's own link would end it.
+    ("POST", "/api/v1/routes/{route_id}/stops/{stop_id}/tracking"): with_bearer(
+        "POST", "/api/v1/routes/{route_id}/stops/{spare_stop_id}/tracking"
+    ),
+    ("GET", "/t/{token}"): tracking_page,
+    ("GET", "/api/v1/webhooks"): with_bearer("GET", "/api/v1/webhooks"),
+    ("POST", "/api/v1/webhooks"): with_bearer("POST", "/api/v1/webhooks", HOOK),
+    ("GET", "/api/v1/webhooks/{webhook_id}"): with_bearer("GET", "/api/v1/webhooks/{webhook_id}"),
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"): delete_fresh_webhook,
+    ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): with_bearer(
+        "GET", "/api/v1/webhooks/{webhook_id}/deliveries"
+    ),
+    ("POST", "/api/v1/session"): sign_in,
+    ("GET", "/api/v1/session"): session,
+    ("DELETE", "/api/v1/session"): with_bearer("DELETE", "/api/v1/session"),
+    ("GET", "/"): with_bearer("GET", "/"),
+    ("GET", "/map"): with_bearer("GET", "/map"),
+    ("GET", "/driver"): with_bearer("GET", "/driver"),
+    ("GET", "/static/{path}"): with_bearer("GET", "/static/map.js"),
+    ("GET", "/static/vendor/leaflet/{path}"): with_bearer(
+        "GET", "/static/vendor/leaflet/leaflet.js"
+    ),
+}
+
+
+def test_matrix_covers_every_route() -> None:
+    operations, sockets = app_operations()
+    expected = operations | {("WS", path) for path in sockets}
+    assert set(MATRIX) == expected, "decide who may call each endpoint in MATRIX"
+    assert set(BUILDERS) == {key for key in MATRIX if key[0] != "WS"}
+
+
+async def handshake(fleet: Fleet, path: str, token: str | None) -> int:
+    """The status of a WebSocket handshake: 101 when accepted, else the refusal's status."""
+    if path == "/ws/dispatch":
+        url = f"{fleet.server.ws_url}/ws/dispatch" + (f"?token={token}" if token else "")
+    else:
+        url = f"{fleet.server.ws_url}/ws/track/{token or tokens.new_token()}"
+    try:
+        async with connect(url, open_timeout=10) as ws:
+            await ws.recv(decode=True)  # the snapshot: accepted for real
+            return ACCEPTED
+    except InvalidStatus as refused:
+        return refused.response.status_code
+
+
+CELLS = [
+    pytest.param(key, index, id=f"{key[0]} {key[1]} as {caller}")
+    for key in MATRIX
+    for index, caller in enumerate(CALLERS)
+]
+
+
+@pytest.mark.parametrize(("key", "index"), CELLS)
+async def test_cell(fleet: Fleet, key: tuple[str, str], index: int) -> None:
+    method, path = key
+    token = secret(fleet, CALLERS[index])
+    expected = MATRIX[key][index]
+    if method == "WS":
+        assert await handshake(fleet, path, token) == expected
+        return
+    call = await BUILDERS[key](fleet, token)
+    async with httpx.AsyncClient(base_url=fleet.server.base_url, timeout=30.0) as client:
+        r = await client.request(
+            call.method, call.url, headers=call.headers, params=call.params, json=call.json
+        )
+    assert r.status_code == expected, r.text[:300]
+    if r.status_code in (401, 403) and path != "/ingest/overland":
+        body = r.json()
+        assert body["error"] and body["message"]
