@@ -250,6 +250,23 @@ class TrackerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    async def metric(self, name: str, **labels: str) -> float:
+        """A sample's value from GET /metrics (summed over matching samples; 0 if none)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        conn = await HttpConnection.open(HOST, self.port)
+        try:
+            answer = await conn.request("GET", "/metrics", token=ADMIN_TOKEN)
+        finally:
+            conn.close()
+        assert answer.status == 200, answer
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(answer.body.decode())
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
+
     def stop(self) -> None:
         """End whatever is left of the server and forget its log."""
         if self.proc is not None and self.proc.poll() is None:

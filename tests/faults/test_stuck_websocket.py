@@ -30,16 +30,19 @@ STUCK_WINDOW_S = 10.0
 STUCK_S = 7.0  # kept (folded) for most of the window, dropped near its end
 # Long display names make every frame large (~3.6 kB per vehicle), so that queueing frames
 # for the stuck client instead of folding them would show plainly in the server's memory.
-NAME = "Van {:03d} · North depot, tour {:03d} · driver shift early · " + "x" * 3500
+# ASCII on purpose: megabyte frames with non-ASCII text make the allocator's footprint
+# creep for a minute or more before it levels off (~45 MB higher), which would drown the
+# stuck client's share in noise.
+NAME = "Van {:03d} - North depot, tour {:03d} - driver shift early - " + "x" * 3500
 # What the server may grow by while one client is stuck, over its RSS after warm-up under
 # the same load. What the stuck client costs is bounded by the fleet, not by time: its
 # folded pending state (one entry per vehicle, sharing the vehicles' dicts), one catch-up
 # frame (500 vehicles x 3.6 kB ~ 1.8 MB, as text and as bytes) and the transport's buffer
-# (64 kB high-water mark + that frame): ~6 MB. Without any stuck client the same load grows
-# the process by 5-9 MB in this window (allocator churn of megabyte frames), so the bound
-# leaves room for both. A server queueing every frame for the stuck client would hold what
-# the normal client received meanwhile instead: 25-30 MB here (good_client_kib_in_window).
-RSS_BOUND_KIB = 24 * 1024
+# (64 kB high-water mark + that frame): ~6 MB. Without a stuck client the same load keeps
+# the process within ~3 MB of its warm-up size. A server queueing every frame for the
+# stuck client would hold what the normal client received meanwhile: 30-60 MB in this
+# window (unbounded_queue_estimate_kib), so the bound tells the two apart.
+RSS_BOUND_KIB = 16 * 1024
 
 
 class Watcher:
@@ -159,6 +162,9 @@ async def test_stuck_websocket_client_is_bounded_and_others_unaffected(
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)
         after_kib = server.rss_kib()
+        merged = await server.metric("tracker_ws_frames_merged_total", channel="dispatch")
+        dropped = await server.metric("tracker_ws_clients_stuck_total", channel="dispatch")
+        open_clients = await server.metric("tracker_ws_clients", channel="dispatch")
     finally:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -196,6 +202,10 @@ async def test_stuck_websocket_client_is_bounded_and_others_unaffected(
         "good_client_kib_in_window": window_bytes // 1024,
         "good_client_shows_final_fix": shown_final,
         "stuck_client": "disconnected" if stuck_state != "open" else "kept",
+        # From /metrics: frames folded instead of sent (while it was kept), clients dropped.
+        "frames_merged": int(merged),
+        "clients_dropped_as_stuck": int(dropped),
+        "dispatch_clients_open_at_end": int(open_clients),
         # From the server's log line, when it has one.
         "stuck_client_disconnected_after_s": (
             None if disconnected_at is None else round(disconnected_at - stuck_at, 1)
@@ -211,6 +221,10 @@ async def test_stuck_websocket_client_is_bounded_and_others_unaffected(
     # The normal client is unaffected: frames all along, and every vehicle's final fix.
     assert longest_gap_ms < STUCK_S * 1000
     assert shown_final == len(final) == DEVICES
-    # The stuck client was dropped after TRACKER_WS_STUCK_S, not kept forever: once it
-    # reads again it gets what the kernels still held, then the end of the connection.
+    # While kept, what it missed was folded, not queued ...
+    assert merged > 0
+    # ... and it was dropped after TRACKER_WS_STUCK_S, not kept forever: once it reads
+    # again it gets what the kernels still held, then the end of the connection.
+    assert dropped == 1
+    assert open_clients == 1
     assert stuck_state in ("reset", "closed")
