@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -28,7 +29,7 @@ from tracker.api import (
 from tracker.api import metrics as metrics_api
 from tracker.api import routes as route_api
 from tracker.api.guards import runtime
-from tracker.api.paths import IdConvertor  # noqa: F401 (registers the {name:id} type)
+from tracker.api.paths import IdConvertor  # noqa: F401 (registers {name:id}, {name:any})
 from tracker.api.responses import ApiError, ORJSONResponse, api_error_handler, error_response
 from tracker.config import Settings
 from tracker.runtime import Runtime
@@ -58,6 +59,15 @@ async def http_error(request: Request, exc: Exception) -> Response:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     headers = dict(exc.headers) if exc.headers else None
     return error_response(exc.status_code, code, str(exc.detail), headers)
+
+
+async def refused_value(request: Request, exc: Exception) -> Response:
+    """PostgreSQL refused a value taken from the request (a NUL character, a number or text
+    too large for its column): the request is at fault, so 400, never 500."""
+    log.info("refused value on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        400, "invalid_value", "a value in this request cannot be stored or looked up"
+    )
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
@@ -103,7 +113,8 @@ def routes() -> list[BaseRoute]:
             webhooks.list_deliveries,
             methods=["GET"],
         ),
-        Route("/t/{token}", tracking.tracking_page, methods=["GET"]),
+        # Anything below /t/ is taken as a link: every wrong one gets the same 404 page.
+        Route("/t/{token:any}", tracking.tracking_page, methods=["GET"]),
         WebSocketRoute("/ws/track/{token}", tracking.track_feed),
         Route("/api/v1/session", live.create_session, methods=["POST"]),
         Route("/api/v1/session", live.read_session, methods=["GET"]),
@@ -163,6 +174,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={
             ApiError: api_error_handler,
             HTTPException: http_error,
+            asyncpg.DataError: refused_value,
             Exception: server_error,
         },
     )

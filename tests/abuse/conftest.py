@@ -7,6 +7,7 @@ database (created and dropped here) keeps that away from the other tests' assert
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -75,6 +76,21 @@ def route_body(device: str) -> dict[str, Any]:
         ],
         "path": None,
     }
+
+
+def credentials(operation: dict[str, Any], fleet: Fleet) -> dict[str, str]:
+    """Headers for an OpenAPI operation: the least privileged caller it is meant for."""
+    schemes = {name for requirement in operation.get("security", []) for name in requirement}
+    if "adminBearer" in schemes:
+        return {"Authorization": f"Bearer {fleet.admin}"}
+    if "staffBearer" in schemes:
+        return {"Authorization": f"Bearer {fleet.dispatcher}"}
+    if "deviceBearer" in schemes:
+        return {"Authorization": f"Bearer {fleet.owner.token}"}
+    if "ownTracksBasic" in schemes:
+        basic = f"{fleet.owner.unique_id}:{fleet.owner.token}".encode()
+        return {"Authorization": f"Basic {base64.b64encode(basic).decode()}"}
+    return {}
 
 
 async def make_fleet(srv: Server) -> Fleet:

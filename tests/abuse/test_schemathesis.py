@@ -10,7 +10,6 @@ test: no input may hang the server.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.abuse.conftest import Fleet, threaded_fleet
+from tests.abuse.conftest import Fleet, credentials, threaded_fleet
 from tracker import openapi
 
 REQUEST_TIMEOUT_S = 15.0
@@ -61,21 +60,6 @@ schema = schemathesis.openapi.from_dict(openapi.document(), config=CONFIG)
 def fuzz_fleet() -> Iterator[Fleet]:
     with threaded_fleet("fuzz") as fleet:
         yield fleet
-
-
-def credentials(operation: dict[str, Any], fleet: Fleet) -> dict[str, str]:
-    """The headers of the least privileged caller the operation is meant for."""
-    schemes = {name for requirement in operation.get("security", []) for name in requirement}
-    if "adminBearer" in schemes:
-        return {"Authorization": f"Bearer {fleet.admin}"}
-    if "staffBearer" in schemes:
-        return {"Authorization": f"Bearer {fleet.dispatcher}"}
-    if "deviceBearer" in schemes:
-        return {"Authorization": f"Bearer {fleet.owner.token}"}
-    if "ownTracksBasic" in schemes:
-        basic = f"{fleet.owner.unique_id}:{fleet.owner.token}".encode()
-        return {"Authorization": f"Basic {base64.b64encode(basic).decode()}"}
-    return {}
 
 
 @schema.parametrize()
