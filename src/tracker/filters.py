@@ -61,8 +61,18 @@ def _has_nul(value: object) -> bool:
     return False
 
 
+# The largest magnitude a `real` (float4) column holds: speed, course, accuracy, altitude.
+REAL_MAX = 3.4028234663852886e38
+
+
 def unstorable(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str | None:
-    """Attributes PostgreSQL cannot store: jsonb refuses the NUL character."""
+    """What PostgreSQL cannot store: the NUL character in jsonb attributes, and numbers too
+    large for the `real` columns (refused while encoding, they failed the whole group
+    commit with a 503 for every request in it)."""
+    for name in ("speed", "course", "accuracy", "altitude"):
+        value = getattr(fix, name)
+        if value is not None and abs(value) > REAL_MAX:
+            return f"{name}: {value:g} is too large to store"
     if fix.attributes and _has_nul(fix.attributes):
         return "attributes: text must not contain the NUL character (\\u0000)"
     return None

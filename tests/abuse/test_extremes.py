@@ -4,7 +4,9 @@ clear 4xx with the JSON error body, and the server keeps answering."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -124,3 +126,34 @@ async def test_phone_protocol_edge_values(fleet: Fleet) -> None:
         assert "out of range" in r.json()["message"]
         # Every answer above came from a server that is still fine.
         assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_numbers_too_large_for_their_columns_fail_only_their_ping(fleet: Fleet) -> None:
+    """speed/course/accuracy/altitude are `real` columns: 1e300 cannot be encoded. Such a
+    ping once failed its whole group commit (503 for everyone in it)."""
+    when = datetime.now(UTC) - timedelta(seconds=30)
+    huge = {"time": when.isoformat(), "lat": 48.137, "lon": 11.575, "altitude": -3.2e76}
+    fine = {"time": when.isoformat(), "lat": 48.137, "lon": 11.575, "altitude": 520.0}
+    async with fleet.server.client() as client:
+        rounds = [
+            asyncio.gather(
+                client.post("/api/v1/positions", json=huge, headers=fleet.owner.headers),
+                client.post("/api/v1/positions", json=fine, headers=fleet.other.headers),
+            )
+            for _ in range(5)
+        ]
+        for bad, good in await asyncio.gather(*rounds):
+            assert_error(bad, 422)
+            assert "altitude" in bad.json()["rejects"][0]["reason"]
+            assert good.status_code == 202, good.text
+        # The OsmAnd app is answered 200 (it would resend a refused point forever); nothing
+        # of it is stored.
+        params = {"id": OWNER_ID, "lat": "48.137", "lon": "11.575", "altitude": "1e300"}
+        r = await client.get("/ingest/osmand", params={**params, "timestamp": "1764000000"})
+        assert r.status_code == 200, r.text
+    stored = await fleet.server.runtime.pool.fetchval(
+        "SELECT count(*) FROM positions p JOIN devices d ON d.id = p.device_id "
+        "WHERE d.unique_id = $1 AND p.fix_time = to_timestamp(1764000000)",
+        OWNER_ID,
+    )
+    assert stored == 0
