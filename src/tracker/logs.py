@@ -50,6 +50,15 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class UvicornWebSocketLineFilter(logging.Filter):
+    """Drops uvicorn's `"WebSocket /path?query" [accepted]` lines: they carry the query
+    string (`?token=`) and tracking tokens in paths. `RequestContext` logs the same
+    connections without them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "uvicorn.error" and '"WebSocket %s"' in str(record.msg))
+
+
 def config(settings: Settings) -> dict[str, Any]:
     """The `dictConfig` of the process: format, level, and uvicorn's loggers routed here."""
     level = settings.log_level.upper()
@@ -74,13 +83,16 @@ def config(settings: Settings) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": RequestIdFilter}},
+        "filters": {
+            "request_id": {"()": RequestIdFilter},
+            "no_websocket_urls": {"()": UvicornWebSocketLineFilter},
+        },
         "formatters": {"default": formatter},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
-                "filters": ["request_id"],
+                "filters": ["request_id", "no_websocket_urls"],
                 "stream": "ext://sys.stderr",
             }
         },

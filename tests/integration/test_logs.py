@@ -5,6 +5,7 @@ output: one JSON object per line, request ids on the records of a request, no se
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tests.conftest import ADMIN_TOKEN, DeviceCreds, Server, ServerFactory
 from tests.faults.conftest import TrackerProcess
@@ -94,6 +96,12 @@ async def test_serve_writes_json_lines_with_request_ids_and_no_secrets(database_
                 headers={"X-Request-ID": "test-456"},
             )
             link = await client.get("/t/secret-link-token?token=query-secret")
+            # uvicorn's own lines about WebSocket handshakes show the whole URL.
+            async with connect(f"{proc.ws_url}/ws/dispatch?token={ADMIN_TOKEN}") as ws:
+                await ws.recv()
+            with contextlib.suppress(InvalidStatus):
+                async with connect(f"{proc.ws_url}/ws/track/secret-socket-token"):
+                    pass
             overland = await client.post(
                 "/ingest/overland?token=query-secret-2", json={"locations": []}
             )
@@ -123,6 +131,7 @@ async def test_serve_writes_json_lines_with_request_ids_and_no_secrets(database_
     for secret in (
         "leaky-secret-token",
         "secret-link-token",
+        "secret-socket-token",
         "query-secret",
         ADMIN_TOKEN,
         dev_token,
