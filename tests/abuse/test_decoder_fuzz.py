@@ -154,9 +154,9 @@ def check(decode: Callable[[], Decoded], phone: bool) -> Decoded | ProtocolError
         return exc
     assert isinstance(decoded, Decoded)
     assert isinstance(decoded.reply, Reply)
-    assert decoded.device_key is None or (
-        isinstance(decoded.device_key, str) and decoded.device_key
-    )
+    assert decoded.device_key is None or isinstance(decoded.device_key, str)
+    if phone and decoded.device_key is not None:
+        assert decoded.device_key.strip()  # the apps' identity: never blank
     indices = [index for index, _ in decoded.fixes] + [r.index for r in decoded.rejects]
     assert len(indices) == len(set(indices)) and all(i >= 0 for i in indices)
     for _, fix in decoded.fixes:
