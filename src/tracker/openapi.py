@@ -17,8 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tracker import __version__
+from tracker.api.throttle import EXEMPT_PATHS
 
 PATH = "/openapi.json"
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
 
 @functools.cache
@@ -27,7 +29,20 @@ def document() -> dict[str, Any]:
     text = resources.files("tracker").joinpath("openapi.yaml").read_text(encoding="utf-8")
     doc: dict[str, Any] = yaml.safe_load(text)
     doc["info"]["version"] = __version__
+    _add_rate_limits(doc)
     return doc
+
+
+def _add_rate_limits(doc: dict[str, Any]) -> None:
+    """429 on every operation the per-address limit covers (all but the probes), from the
+    same list the limit uses, so the two cannot disagree."""
+    for path, item in doc["paths"].items():
+        if path in EXEMPT_PATHS:
+            continue
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                limited = {"$ref": "#/components/responses/TooManyRequests"}
+                operation["responses"].setdefault("429", limited)
 
 
 @functools.cache

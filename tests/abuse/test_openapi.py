@@ -10,9 +10,10 @@ import schemathesis
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from tests.abuse.conftest import Fleet
+from tests.conftest import ServerFactory
 from tracker import openapi
 from tracker.api import devices as device_api
-from tracker.api import ingest
+from tracker.api import ingest, throttle
 from tracker.api import routes as route_api
 from tracker.api import webhooks as webhook_api
 from tracker.app import create_app
@@ -133,3 +134,22 @@ async def test_served_without_credentials_as_is(fleet: Fleet) -> None:
     assert r.headers["content-type"] == "application/json"
     assert r.json() == openapi.document()
     assert r.json()["info"]["version"] != "filled in from tracker.__version__"
+
+
+async def test_rate_limit_answers_are_documented(server_factory: ServerFactory) -> None:
+    """With the per-address limit spent, every operation but the probes answers 429, and
+    the document says so (and the probes, which never answer 429, do not)."""
+    srv = await server_factory(rate_limit_ip="1/minute")
+    async with srv.client() as client:
+        await client.get("/map")  # spends the address's one request
+        for method, path in sorted(documented_operations()):
+            url = re.sub(r"\{\w+\}", "1", path)
+            r = await client.request(method, url)
+            responses = openapi.document()["paths"][path][method.lower()]["responses"]
+            if path in throttle.EXEMPT_PATHS:
+                assert r.status_code != 429 and "429" not in responses, path
+                continue
+            assert r.status_code == 429, (method, path, r.status_code)
+            assert int(r.headers["retry-after"]) >= 1
+            assert r.json()["error"] == "rate_limited"
+            assert "429" in responses, (method, path)
