@@ -289,3 +289,30 @@ async def test_cell(fleet: Fleet, key: tuple[str, str], index: int) -> None:
     if r.status_code in (401, 403) and path != "/ingest/overland":
         body = r.json()
         assert body["error"] and body["message"]
+
+
+@pytest.mark.parametrize("place", ["bearer", "query", "cookie"])
+async def test_staff_credentials_work_in_every_place_and_only_theirs(
+    fleet: Fleet, place: str
+) -> None:
+    """Dispatcher and admin credentials are read from the header, `?token=` and the session
+    cookie alike; a device token or tracking token in any of them opens nothing."""
+
+    def sent(token: str) -> dict[str, Any]:
+        if place == "bearer":
+            return {"headers": {"Authorization": f"Bearer {token}"}}
+        if place == "query":
+            return {"params": {"token": token}}
+        return {"headers": {"Cookie": f"{SESSION_COOKIE}={token}"}}
+
+    async with httpx.AsyncClient(base_url=fleet.server.base_url, timeout=30.0) as client:
+        for caller in CALLERS[1:]:
+            token = secret(fleet, caller)
+            assert token is not None
+            devices = await client.get("/api/v1/devices", **sent(token))
+            create = await client.post("/api/v1/devices", json=new_device(), **sent(token))
+            if caller in ("dispatcher", "admin"):
+                assert devices.status_code == 200
+                assert create.status_code == (201 if caller == "admin" else 403)
+            else:
+                assert (devices.status_code, create.status_code) == (401, 401), caller
