@@ -25,6 +25,9 @@ class FilterConfig:
     max_future_s: float = 600.0
     max_speed_mps: float | None = 100.0
     max_accuracy_m: float | None = None
+    # Positions older than the retention would be dropped by the next prune (and would
+    # re-create a month partition the last prune removed).
+    max_age_s: float | None = None
 
 
 Filter = Callable[[Fix, Fix | None, datetime, FilterConfig], str | None]
@@ -99,6 +102,17 @@ def future(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str 
     return None
 
 
+def past_retention(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str | None:
+    """A fix older than the retention period keeps."""
+    limit = cfg.max_age_s
+    if limit is None:
+        return None
+    age = (now - fix.time).total_seconds()
+    if age > limit:
+        return f"time: {age / 86400:.0f} days old, past the retention of {limit / 86400:g} days"
+    return None
+
+
 def poor_accuracy(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str | None:
     """A fix whose reported accuracy is worse than allowed."""
     limit = cfg.max_accuracy_m
@@ -127,6 +141,7 @@ FILTERS: tuple[tuple[str, Filter], ...] = (
     (RejectCode.UNSTORABLE, unstorable),
     (RejectCode.OUT_OF_RANGE, out_of_range),
     (RejectCode.FUTURE, future),
+    (RejectCode.PAST_RETENTION, past_retention),
     (RejectCode.POOR_ACCURACY, poor_accuracy),
     (RejectCode.IMPLAUSIBLE_JUMP, implausible_jump),
 )

@@ -42,6 +42,7 @@ class RejectCode:
     UNSTORABLE = "unstorable"
     OUT_OF_RANGE = "out_of_range"
     FUTURE = "future"
+    PAST_RETENTION = "past_retention"
     POOR_ACCURACY = "poor_accuracy"
     IMPLAUSIBLE_JUMP = "implausible_jump"
 
@@ -53,6 +54,7 @@ class RejectCode:
         UNSTORABLE,
         OUT_OF_RANGE,
         FUTURE,
+        PAST_RETENTION,
         POOR_ACCURACY,
         IMPLAUSIBLE_JUMP,
     )

@@ -62,7 +62,11 @@ class Runtime:
         bus.subscribe(hub.on_bus)
         bus.on_resumed(hub.on_bus_resumed)
         await bus.start()
-        cfg = FilterConfig(max_future_s=settings.max_future_s, max_speed_mps=settings.max_speed_mps)
+        cfg = FilterConfig(
+            max_future_s=settings.max_future_s,
+            max_speed_mps=settings.max_speed_mps,
+            max_age_s=settings.retention_days * 86400.0 or None,
+        )
         ingest = IngestService(writer, bus, cfg)
         routing = RoutingService(
             pool, bus, EtaConfig(arriving_s=settings.arriving_s), settings.route_cache_s

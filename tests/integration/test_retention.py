@@ -238,3 +238,23 @@ async def test_the_server_prunes_in_the_background_when_retention_is_set(
     assert not set(expected) & await partitions(pool)
     stored = [r["fix_time"] for r in await stored_positions(pool, dev.unique_id)]
     assert stored == sorted(t for t in fleet.all if not fleet.expired(t))
+
+
+async def test_a_ping_past_the_retention_is_rejected_at_ingest(
+    own_db: str, pool: asyncpg.Pool, server_factory: ServerFactory
+) -> None:
+    # Stored, it would bring back a month the last prune dropped.
+    srv = await server_factory(database_url=own_db, retention_days=DAYS)
+    dev = await add_device(srv)
+    now = datetime.now(UTC)
+    old, fresh = now - timedelta(days=DAYS + 1), now - timedelta(days=DAYS - 1)
+    body = {"positions": [{"time": t.isoformat(), "lat": 48.1, "lon": 11.5} for t in (old, fresh)]}
+    async with srv.client() as client:
+        r = await client.post("/api/v1/positions", json=body, headers=dev.headers)
+    assert r.status_code == 202, r.text
+    answer = r.json()
+    assert (answer["stored"], answer["rejected"]) == (1, 1)
+    assert answer["rejects"][0]["index"] == 0
+    assert "past the retention" in answer["rejects"][0]["reason"]
+    stored = [row["fix_time"] for row in await stored_positions(pool, dev.unique_id)]
+    assert stored == [fresh]

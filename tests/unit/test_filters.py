@@ -102,3 +102,15 @@ def test_unstorable_attributes_are_refused_before_they_reach_the_database() -> N
     for bad in ({"\x00": None}, {"k": "a\x00b"}, {"k": [{"x": "\x00"}]}):
         reason = filters.unstorable(Fix(1, NOW, 48.0, 11.0, attributes=bad), None, NOW, CFG)
         assert reason is not None and "NUL" in reason
+
+
+def test_past_retention_only_when_a_retention_is_set() -> None:
+    month = FilterConfig(max_age_s=30 * 86400.0)
+    assert filters.past_retention(fix(-31 * 86400), None, NOW, month) == (
+        "time: 31 days old, past the retention of 30 days"
+    )
+    assert filters.past_retention(fix(-29 * 86400), None, NOW, month) is None
+    assert filters.past_retention(fix(-3650 * 86400), None, NOW, CFG) is None
+    accepted, rejects = filters.screen([(0, fix(-31 * 86400)), (1, fix())], None, NOW, month)
+    assert [i for i, _ in accepted] == [1]
+    assert [(r.index, r.code) for r in rejects] == [(0, "past_retention")]
