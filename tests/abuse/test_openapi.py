@@ -98,6 +98,15 @@ def test_every_operation_documents_its_security_and_an_id() -> None:
     assert len(ids) == len(set(ids))
 
 
+def test_every_json_body_has_an_example() -> None:
+    """The injection tests start from the example (and schemathesis sends it first)."""
+    for path, item in openapi.document()["paths"].items():
+        for method, operation in item.items():
+            media = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if media is not None:
+                assert "example" in media, f"{method.upper()} {path}: add a body example"
+
+
 def test_enums_are_the_codes() -> None:
     assert set(component("WebhookEvent")["enum"]) == set(SUBSCRIBABLE)
     assert set(component("DeliveryStatus")["enum"]) == set(webhook_store.STATUSES)
