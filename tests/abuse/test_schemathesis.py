@@ -3,6 +3,8 @@ the OpenAPI document (its examples, boundary values, then random valid and inval
 sent with the credentials the operation takes. No 5xx, and every answer's status, content
 type, headers and body are the ones the document promises.
 
+The document is loaded at collection time, so each operation is a test of its own; it is
+the one the server publishes at /openapi.json (`test_openapi` checks they are equal).
 The server runs on a loop in another thread (schemathesis calls it with a blocking client)
 with a database of its own. A request that takes longer than REQUEST_TIMEOUT_S fails the
 test: no input may hang the server.
@@ -27,8 +29,8 @@ from tests.abuse.conftest import Fleet, credentials, threaded_fleet
 from tracker import openapi
 
 REQUEST_TIMEOUT_S = 15.0
-# Per operation and generation mode; with the examples and boundary cases this keeps the
-# whole module at about a minute.
+# Random cases per operation (after its examples and boundary cases): about half a minute
+# for the whole module. Every run draws new ones.
 MAX_EXAMPLES = 40
 
 CHECKS = [
@@ -45,7 +47,7 @@ CONFIG = schemathesis.Config.from_dict(
         "generation": {
             "mode": "all",
             "max-examples": MAX_EXAMPLES,
-            # Credentials are the test's to choose (below), not random strings.
+            # Credentials are the test's to choose (conftest.credentials), not random strings.
             "with-security-parameters": False,
             "deterministic": False,
         },
