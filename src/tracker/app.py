@@ -80,6 +80,7 @@ def routes() -> list[BaseRoute]:
     """Every HTTP and WebSocket route of the server."""
     return [
         Route("/healthz", healthz),
+        Route(ingest.PATH, ingest.Endpoint(), methods=["POST"]),
         Route("/readyz", readyz),
         Route("/metrics", metrics_api.scrape, methods=["GET"]),
         Route(openapi.PATH, openapi.openapi_json, methods=["GET"]),

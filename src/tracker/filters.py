@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from tracker.model import Fix, Reject, RejectCode
 
 _EARTH_RADIUS_M = 6_371_008.8
+GPS_EPOCH = datetime(1980, 1, 6, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,10 @@ def unstorable(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> 
 
 
 def out_of_range(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str | None:
-    """Latitude beyond ±90, longitude beyond ±180, negative speed or accuracy."""
+    """Latitude beyond ±90, longitude beyond ±180, negative speed or accuracy, a time before
+    GPS existed (a clock that was never set; no month partition could hold year 1 either)."""
+    if fix.time < GPS_EPOCH:
+        return "time: before the GPS epoch (1980-01-06)"
     if not -90.0 <= fix.lat <= 90.0:
         return "lat: must be between -90 and 90"
     if not -180.0 <= fix.lon <= 180.0:

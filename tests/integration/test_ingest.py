@@ -515,3 +515,12 @@ async def test_rows_the_database_refuses_fail_only_their_own_request(
     assert isinstance(outcomes[1], StoreRefused)
     count = await db.fetchval("SELECT count(*) FROM positions WHERE device_id = $1", device_id)
     assert count == 1
+
+
+async def test_other_methods_on_positions_get_405(server: Server) -> None:
+    async with server.client() as client:
+        r = await client.get("/api/v1/positions")
+        d = await client.delete("/api/v1/positions")
+    assert (r.status_code, d.status_code) == (405, 405)
+    assert r.headers["allow"] == "POST"
+    assert r.json()["error"] == "method_not_allowed"

@@ -114,3 +114,12 @@ def test_past_retention_only_when_a_retention_is_set() -> None:
     accepted, rejects = filters.screen([(0, fix(-31 * 86400)), (1, fix())], None, NOW, month)
     assert [i for i, _ in accepted] == [1]
     assert [(r.index, r.code) for r in rejects] == [(0, "past_retention")]
+
+
+def test_a_time_before_gps_existed_is_out_of_range() -> None:
+    year_one = Fix(1, datetime(1, 1, 1, tzinfo=UTC), 48.0, 11.0)
+    assert filters.out_of_range(year_one, None, NOW, CFG) == (
+        "time: before the GPS epoch (1980-01-06)"
+    )
+    gps_start = Fix(1, datetime(1980, 1, 6, tzinfo=UTC), 48.0, 11.0)
+    assert filters.out_of_range(gps_start, None, NOW, CFG) is None

@@ -101,6 +101,15 @@ def is_native_ingest(scope: Scope) -> bool:
     return bool(scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST")
 
 
+class Endpoint:
+    """The same handler as a router endpoint (an ASGI app, not a request function):
+    `TrackerApp` answers POSTs before routing, so the router's copy is what turns the
+    path's other methods into 405."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await serve(scope["app"].state.runtime, scope, receive, send)
+
+
 async def serve(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer POST /api/v1/positions as a plain ASGI handler."""
     status: int
