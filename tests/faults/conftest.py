@@ -30,7 +30,13 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, ARTIFACTS, free_port
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ARTIFACTS,
+    TEST_DATABASE_URL,
+    free_port,
+    recreate_database,
+)
 
 REPORT = ARTIFACTS / "faults-report.json"
 HOST = "127.0.0.1"
@@ -143,6 +149,31 @@ class PrivatePostgres:
                     str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"
                 )
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def database_url() -> AsyncIterator[str]:
+    """A fresh migrated database per fault module, dropped after it: these tests register
+    hundreds of devices, which would swell every later dispatcher snapshot in the session's
+    shared database."""
+    from tracker.store.migrations import migrate
+
+    url = TEST_DATABASE_URL.rsplit("/", 1)[0] + f"/tracker_fault_{os.getpid()}"
+    await recreate_database(url)
+    await migrate(url)
+    yield url
+    with contextlib.suppress(Exception):
+        await recreate_database(url, create=False)
+
+
+@pytest.fixture(scope="module")
+async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A plain pool on the module's database, for assertions on what was stored."""
+    from tracker.store.db import create_pool
+
+    pool = await create_pool(database_url, 4)
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture
