@@ -31,7 +31,10 @@ def _serve(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, log_level=args.log_level)
     # Every worker writes its metrics to files here and /metrics sums them (prometheus_client's
     # multiprocess mode); the variable must be set before a worker creates its first metric.
-    metrics_dir = tempfile.mkdtemp(prefix="tracker-metrics-")
+    # Each counter update writes to a memory-mapped file: unless TMPDIR says where, keep them
+    # in memory (tmpfs) when the machine has one, so they are never written back to a disk.
+    shm = os.access("/dev/shm", os.W_OK) and not os.environ.get("TMPDIR")
+    metrics_dir = tempfile.mkdtemp(prefix="tracker-metrics-", dir="/dev/shm" if shm else None)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
     def remove_then_end(sig: int, frame: object) -> None:
