@@ -138,7 +138,27 @@ class TrackerApp(Starlette):
         self._requests = logs.RequestContext(self._route, access_log, SECRET_PATHS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if ingest.is_native_ingest(scope):
+            await self._native_ingest(scope, receive, send)
+            return
         await self._requests(scope, receive, send)
+
+    async def _native_ingest(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The hot path does inline what `RequestContext` and `_route` do: wrapping its `send`
+        # cost ~20 µs of CPU a request (a fifth of it), measured with 1 worker under wrk.
+        rt = self.state.runtime
+        rid, reset, started = self._requests.begin(scope)
+        status = 500
+        try:
+            wait = throttle.client_wait(rt, scope)
+            if wait is None:
+                status = await ingest.serve(rt, scope, receive, send, rid)
+            else:
+                metrics.ADDRESS_LIMITED.inc()
+                status = 429
+                await throttle.refuse_client(rt, scope, receive, send, wait, rid)
+        finally:
+            self._requests.end(scope, status, started, reset)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
@@ -148,9 +168,6 @@ class TrackerApp(Starlette):
                 metrics.ADDRESS_LIMITED.inc()
                 await throttle.refuse_client(self.state.runtime, scope, receive, send, wait)
                 return
-        if ingest.is_native_ingest(scope):
-            await ingest.serve(self.state.runtime, scope, receive, send)
-            return
         await super().__call__(scope, receive, send)
 
 

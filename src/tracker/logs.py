@@ -17,12 +17,13 @@ never shows headers, so neither tokens nor credentials reach the log.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import logging.config
 import re
 import secrets
 import time
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -113,14 +114,20 @@ def configure(settings: Settings) -> None:
     logging.config.dictConfig(config(settings))
 
 
+# Fresh ids: a random prefix per process and a counter, unique across instances and
+# workers without a system call per request.
+_PREFIX = secrets.token_hex(4)
+_SEQUENCE = itertools.count(1)
+
+
 def request_id(headers: list[tuple[bytes, bytes]]) -> str:
-    """The client's `X-Request-ID` when it is sane, else a new random id."""
+    """The client's `X-Request-ID` when it is sane, else a new one (16 hex characters)."""
     for name, value in headers:
         if name == HEADER:
             if _SANE_ID.fullmatch(value):
                 return value.decode("ascii")
             break
-    return secrets.token_hex(8)
+    return f"{_PREFIX}{next(_SEQUENCE) & 0xFFFFFFFF:08x}"
 
 
 class RequestContext:
@@ -134,16 +141,25 @@ class RequestContext:
         self.access_log = access_log
         self.secret_prefixes = secret_prefixes
 
+    def begin(self, scope: Scope) -> tuple[str, Token[str | None], float]:
+        """Give a request its id (in the context variable); returns what `end` needs."""
+        rid = request_id(scope["headers"])
+        return rid, REQUEST_ID.set(rid), time.perf_counter()
+
+    def end(self, scope: Scope, status: int, started: float, reset: Token[str | None]) -> None:
+        """Write the access line if one is due, and leave the request's context."""
+        if status >= 400 or self.access_log:
+            self._log(scope, status, started)
+        REQUEST_ID.reset(reset)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        rid = request_id(scope["headers"])
-        reset = REQUEST_ID.set(rid)
+        rid, reset, started = self.begin(scope)
         header = (HEADER, rid.encode("ascii"))
         status = 0
-        started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -165,9 +181,7 @@ class RequestContext:
                 status = 500
             raise
         finally:
-            if status >= 400 or self.access_log:
-                self._log(scope, status, started)
-            REQUEST_ID.reset(reset)
+            self.end(scope, status, started, reset)
 
     def _log(self, scope: Scope, status: int, started: float) -> None:
         duration_ms = round((time.perf_counter() - started) * 1000.0, 1)

@@ -77,12 +77,30 @@ INGEST = {
 REJECTED = {code: PINGS_REJECTED.labels(code) for code in RejectCode.ALL}
 
 
-def count_pings(counters: ProtocolCounters, stored: int, duplicates: int) -> None:
-    """Pings of one request that were stored or found stored already."""
-    if stored:
-        counters.stored.inc(stored)
-    if duplicates:
-        counters.duplicates.inc(duplicates)
+# The ping counters move on every ingest request. In multiprocess mode an `inc` takes a lock,
+# checks the pid and writes a memory-mapped file (~1.5 µs); the hot path adds to plain ints
+# here instead, and `flush` hands the sums over: every second (`Runtime`), before each
+# exposition, and at shutdown.
+_pending: dict[Counter, int] = {}
+
+
+def count_pings(counters: ProtocolCounters, received: int, stored: int, duplicates: int) -> None:
+    """Pings of one request: decoded, newly stored, and found stored already."""
+    pending = _pending
+    for child, n in (
+        (counters.received, received),
+        (counters.stored, stored),
+        (counters.duplicates, duplicates),
+    ):
+        if n:
+            pending[child] = pending.get(child, 0) + n
+
+
+def flush() -> None:
+    """Add the hot path's pending counts to their counters."""
+    while _pending:
+        child, n = _pending.popitem()
+        child.inc(n)
 
 
 def count_rejects(rejects: Iterable[Reject]) -> None:
@@ -166,6 +184,7 @@ def exposition() -> tuple[bytes, str]:
     In multiprocess mode the values of every worker are summed (gauges per their mode);
     without it, this process's registry is served.
     """
+    flush()
     path = os.environ.get(MULTIPROC_ENV)
     # The variable counts only if it was set before the metrics were created (then their
     # values live in files); otherwise this process's values are all there is.

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from tracker import metrics
 from tracker.auth import Authenticator
 from tracker.bus import LocalBus, make_bus
 from tracker.config import Settings
@@ -86,6 +87,7 @@ class Runtime:
             webhooks=WebhookSender(pool, settings),
             limits=Limits.from_settings(settings),
         )
+        rt.spawn(rt._flush_metrics(), "metrics")
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt.webhooks.run(), "webhooks")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
@@ -111,6 +113,12 @@ class Runtime:
         await self.hub.close()
         await self.bus.close()
         await self.pool.close()
+        metrics.flush()
+
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            metrics.flush()
 
     async def _partitions_ahead(self) -> None:
         # Create next months' partitions long before the first ping needs them.

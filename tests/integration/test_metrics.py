@@ -390,7 +390,13 @@ async def _two_workers(proc: TrackerProcess, tmp_path: Path) -> None:
             )
         assert answer.status_code == 202, answer.text
         posted += 1
-    after = value(await scrape(proc.base_url), "tracker_pings_stored_total", protocol="native")
+    # A worker hands its ping counts to the shared files once a second (and the one that
+    # answers the scrape just before it): wait for the other one.
+    for _ in range(50):
+        after = value(await scrape(proc.base_url), "tracker_pings_stored_total", protocol="native")
+        if after - before >= posted:
+            break
+        await asyncio.sleep(0.1)
     assert after - before == posted
     assert sum(_stored_per_worker(metrics_dir).values()) == after
     proc.signal(signal.SIGTERM)

@@ -55,14 +55,16 @@ async def store(
     """Ingest decoded fixes for an authenticated device; 503 when nothing could commit.
     `protocol` (one of `metrics.PROTOCOLS`) labels the pings in the metrics."""
     counters = metrics.INGEST[protocol]
-    counters.received.inc(len(decoded.fixes) + len(decoded.rejects))
+    received = len(decoded.fixes) + len(decoded.rejects)
     try:
         result = await rt.ingest.ingest(device, decoded, datetime.now(UTC))
     except StoreUnavailable as exc:
+        metrics.count_pings(counters, received, 0, 0)
         raise unavailable(rt) from exc
     except StoreRefused as exc:
+        metrics.count_pings(counters, received, 0, 0)
         raise ApiError(422, "refused", "the database refused these pings' values") from exc
-    metrics.count_pings(counters, result.stored, result.duplicates)
+    metrics.count_pings(counters, received, result.stored, result.duplicates)
     if result.rejects:
         metrics.count_rejects(result.rejects)
     return result
@@ -110,11 +112,16 @@ class Endpoint:
         await serve(scope["app"].state.runtime, scope, receive, send)
 
 
-async def serve(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
-    """Answer POST /api/v1/positions as a plain ASGI handler."""
+async def serve(
+    rt: Runtime, scope: Scope, receive: Receive, send: Send, request_id: str | None = None
+) -> int:
+    """Answer POST /api/v1/positions as a plain ASGI handler; returns the status sent.
+    A `request_id` is sent back as `X-Request-ID` (when no middleware adds it)."""
     status: int
     payload: dict[str, Any]
     extra: list[tuple[bytes, bytes]] = []
+    if request_id is not None:
+        extra.append((b"x-request-id", request_id.encode("ascii")))
     try:
         headers = dict(scope["headers"])
         body = await _read_body(receive, headers, rt.settings.max_body_bytes)
@@ -122,7 +129,7 @@ async def serve(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None
     except ApiError as exc:
         metrics.count_refused("native", exc.code)
         status, payload = exc.status, {"error": exc.code, "message": exc.message}
-        extra = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+        extra += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
     except Exception:
         log.exception("unhandled error on POST %s", PATH)
         metrics.count_refused("native", "internal_error")
@@ -140,6 +147,7 @@ async def serve(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None
         }
     )
     await send({"type": "http.response.body", "body": content})
+    return status
 
 
 async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:

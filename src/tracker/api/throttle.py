@@ -55,9 +55,15 @@ def client_wait(rt: Runtime, scope: Scope) -> int | None:
 
 
 async def refuse_client(
-    rt: Runtime, scope: Scope, receive: Receive, send: Send, retry_after: int
+    rt: Runtime,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    retry_after: int,
+    request_id: str | None = None,
 ) -> None:
-    """Answer an HTTP request or a WebSocket handshake with the 429 of the address limit."""
+    """Answer an HTTP request or a WebSocket handshake with the 429 of the address limit
+    (with `X-Request-ID` when given: the native ingest path has no middleware to add it)."""
     error = rate_limited(
         f"too many requests from this address ({rt.limits.ip.describe()})", retry_after
     )
@@ -67,6 +73,8 @@ async def refuse_client(
         (b"content-length", str(len(body)).encode()),
         (b"retry-after", str(retry_after).encode()),
     ]
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode("ascii")))
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": 429, "headers": headers})
         await send({"type": "http.response.body", "body": body})
