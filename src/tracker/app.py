@@ -131,7 +131,8 @@ SECRET_PATHS = ("/t/", "/ws/track/")
 
 class TrackerApp(Starlette):
     """Starlette, with the native ingest endpoint answered ahead of its middleware stack,
-    and every request given an id (and logged) around all of it (`logs.RequestContext`)."""
+    and every request given an id (and logged): by `logs.RequestContext` around Starlette,
+    inline on the native ingest path."""
 
     def __init__(self, *args: Any, access_log: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
