@@ -328,6 +328,8 @@ async def test_restart_between_attempts_still_delivers(
         **hook_settings(webhook_retry_base_s=3.0, webhook_retry_max_s=3.0)
     )
     await wait_for(lambda: len(receiver.acknowledged()) == 1, timeout=15.0)
+    # The sender counts the delivery once the receiver's 200 has travelled back to it.
+    await wait_for(lambda: second.runtime.webhooks.sent >= 1, timeout=5.0)
     assert second.runtime.webhooks.sent == 1
     (entry,) = await deliveries(second, hook["id"])
     assert entry["status"] == "delivered"
