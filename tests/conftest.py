@@ -64,6 +64,27 @@ async def recreate_database(url: str, create: bool = True) -> None:
         await admin.close()
 
 
+def sibling_database_url(suffix: str) -> str:
+    """TEST_DATABASE_URL with `_<suffix>` appended to the database name."""
+    parts = urlsplit(TEST_DATABASE_URL)
+    return urlunsplit(parts._replace(path=f"{parts.path}_{suffix}"))
+
+
+@contextlib.asynccontextmanager
+async def own_database(suffix: str, migrated: bool = True) -> AsyncIterator[str]:
+    """A fresh database beside the session's (`sibling_database_url`), dropped afterwards:
+    for tests whose data or pruning must not meet the shared database's."""
+    url = sibling_database_url(suffix)
+    await recreate_database(url)
+    try:
+        if migrated:
+            await migrate(url)
+        yield url
+    finally:
+        with contextlib.suppress(Exception):
+            await recreate_database(url, create=False)
+
+
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
     """A freshly created and migrated database for this test session, dropped after it."""

@@ -14,17 +14,18 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.conftest import (
     ADMIN_TOKEN,
-    TEST_DATABASE_URL,
     DeviceCreds,
     Server,
     add_device,
+    own_database,
     recreate_database,
+    sibling_database_url,
     start_server,
 )
 from tracker.store import devices as device_store
@@ -38,12 +39,6 @@ OTHER_ID = "van-8"
 SPARE_ID = "van-9"
 # Delivery webhooks aim at the discard port: attempts fail at once, nothing leaves the host.
 HOOK_URL = "http://127.0.0.1:9/hook"
-
-
-def database_url(suffix: str) -> str:
-    """TEST_DATABASE_URL with `_<suffix>` appended to the database name."""
-    parts = urlsplit(TEST_DATABASE_URL)
-    return urlunsplit(parts._replace(path=f"{parts.path}_{suffix}"))
 
 
 @dataclass(frozen=True)
@@ -133,12 +128,8 @@ async def make_fleet(srv: Server) -> Fleet:
 @pytest.fixture(scope="session")
 async def abuse_database_url() -> AsyncIterator[str]:
     """A migrated database for the abuse tests only, dropped after the session."""
-    url = database_url("abuse")
-    await recreate_database(url)
-    await migrate(url)
-    yield url
-    with contextlib.suppress(Exception):
-        await recreate_database(url, create=False)
+    async with own_database("abuse") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -176,7 +167,7 @@ class LoopThread:
 @contextlib.contextmanager
 def threaded_fleet(suffix: str) -> Iterator[Fleet]:
     """A fleet on its own database, served from a loop in another thread."""
-    url = database_url(suffix)
+    url = sibling_database_url(suffix)
     loop = LoopThread()
     try:
         loop.run(recreate_database(url))

@@ -13,13 +13,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import ADMIN_TOKEN, TEST_DATABASE_URL, free_port, recreate_database
+from tests.conftest import ADMIN_TOKEN, free_port, own_database
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
@@ -60,21 +60,9 @@ def process_env(**settings: str) -> dict[str, str]:
     return base
 
 
-@contextlib.asynccontextmanager
-async def throwaway_database(migrated: bool) -> AsyncIterator[str]:
+def throwaway_database(migrated: bool) -> contextlib.AbstractAsyncContextManager[str]:
     """A new, uniquely named database on the test server, dropped afterwards."""
-    name = f"tracker_deploy_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    url = TEST_DATABASE_URL.rsplit("/", 1)[0] + "/" + name
-    await recreate_database(url)
-    try:
-        if migrated:
-            from tracker.store.migrations import migrate
-
-            await migrate(url)
-        yield url
-    finally:
-        with contextlib.suppress(Exception):
-            await recreate_database(url, create=False)
+    return own_database(f"deploy_{uuid.uuid4().hex[:8]}", migrated)
 
 
 @dataclass

@@ -33,9 +33,8 @@ import pytest
 from tests.conftest import (
     ADMIN_TOKEN,
     ARTIFACTS,
-    TEST_DATABASE_URL,
     free_port,
-    recreate_database,
+    own_database,
 )
 
 REPORT = ARTIFACTS / "faults-report.json"
@@ -156,14 +155,8 @@ async def database_url() -> AsyncIterator[str]:
     """A fresh migrated database per fault module, dropped after it: these tests register
     hundreds of devices, which would swell every later dispatcher snapshot in the session's
     shared database."""
-    from tracker.store.migrations import migrate
-
-    url = TEST_DATABASE_URL.rsplit("/", 1)[0] + f"/tracker_fault_{os.getpid()}"
-    await recreate_database(url)
-    await migrate(url)
-    yield url
-    with contextlib.suppress(Exception):
-        await recreate_database(url, create=False)
+    async with own_database("faults") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -14,24 +14,21 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import (
-    TEST_DATABASE_URL,
     DeviceCreds,
     Server,
     ServerFactory,
     add_device,
-    recreate_database,
+    own_database,
     stored_positions,
 )
 from tracker.store import retention
 from tracker.store.db import create_pool
-from tracker.store.migrations import migrate
 
 DAYS = 60
 TRACKER = [sys.executable, "-m", "tracker.cli"]
@@ -53,12 +50,8 @@ def partition_of(t: datetime) -> str:
 @pytest.fixture
 async def own_db() -> AsyncIterator[str]:
     """A database of this test alone (pruning it cannot touch other tests' months)."""
-    parts = urlsplit(TEST_DATABASE_URL)
-    url = urlunsplit(parts._replace(path=parts.path + "_retention"))
-    await recreate_database(url)
-    await migrate(url)
-    yield url
-    await recreate_database(url, create=False)
+    async with own_database("retention") as url:
+        yield url
 
 
 @pytest.fixture

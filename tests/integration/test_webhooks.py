@@ -8,7 +8,6 @@ These tests use a database of their own, so only the servers started here work i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import itertools
@@ -18,7 +17,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
@@ -26,19 +24,16 @@ import pytest
 import uvicorn
 
 from tests.conftest import (
-    TEST_DATABASE_URL,
     Server,
     ServerFactory,
     free_port,
-    recreate_database,
+    own_database,
+    sibling_database_url,
 )
 from tests.integration.test_tracking import ADMIN, Delivery, new_delivery
-from tracker.store.migrations import migrate
 
 Json = dict[str, Any]
-HOOK_DB = urlunsplit(
-    urlsplit(TEST_DATABASE_URL)._replace(path=urlsplit(TEST_DATABASE_URL).path + "_webhooks")
-)
+HOOK_DB = sibling_database_url("webhooks")
 STOP_EVENTS = ["stop.arrived", "stop.completed", "stop.failed", "stop.skipped"]
 
 
@@ -47,13 +42,10 @@ async def hook_db() -> AsyncIterator[asyncpg.Pool]:
     """A database only this module's servers use (their senders share its outbox)."""
     from tracker.store.db import create_pool
 
-    await recreate_database(HOOK_DB)
-    await migrate(HOOK_DB)
-    pool = await create_pool(HOOK_DB, 2)
-    yield pool
-    await pool.close()
-    with contextlib.suppress(Exception):
-        await recreate_database(HOOK_DB, create=False)
+    async with own_database("webhooks") as url:
+        pool = await create_pool(url, 2)
+        yield pool
+        await pool.close()
 
 
 # -- the receiver -----------------------------------------------------------------------------
