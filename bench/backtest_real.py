@@ -21,9 +21,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tracker import backtest as bt
-from tracker import progress as prog
-from tracker.tracks import read_track
+from tracker.core.route import progress as prog
+from tracker.tools import backtest as bt
+from tracker.tools.tracks import read_track
 
 ROOT = Path(__file__).resolve().parents[1]
 MUNICH = ROOT / "src" / "tracker" / "data" / "munich_drive.csv"

@@ -24,8 +24,8 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
-from tracker import progress as prog
-from tracker.model import Fix, Route, Stop
+from tracker.core.model import Fix, Route, Stop
+from tracker.core.route import progress as prog
 
 LAT0, LON0 = 48.137, 11.575
 M_PER_DEG_LAT = 111_320.0

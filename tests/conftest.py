@@ -25,9 +25,9 @@ import httpx
 import pytest
 import uvicorn
 
-from tracker.app import create_app
+from tracker.api.app import create_app
+from tracker.api.runtime import Runtime
 from tracker.config import Settings
-from tracker.runtime import Runtime
 from tracker.store.migrations import migrate
 
 # One database per test session (by pid), so concurrent runs never drop each other's.

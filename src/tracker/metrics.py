@@ -32,7 +32,7 @@ from prometheus_client import (
     values,
 )
 
-from tracker.model import Reject, RejectCode
+from tracker.core.model import Reject, RejectCode
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -24,8 +24,8 @@ from websockets.exceptions import InvalidStatus
 
 from tests.abuse.conftest import HOOK_URL, OWNER_ID, Fleet, route_body
 from tests.abuse.test_openapi import app_operations
-from tracker import tokens
 from tracker.api.guards import SESSION_COOKIE
+from tracker.core import tokens
 
 CALLERS = ("none", "device", "other", "customer", "dispatcher", "admin")
 ACCEPTED = 101  # a WebSocket handshake that was accepted

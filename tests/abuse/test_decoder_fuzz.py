@@ -27,8 +27,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracker import timeparse
-from tracker.model import Fix, RejectCode
+from tracker.core import timeparse
+from tracker.core.model import Fix, RejectCode
 from tracker.protocols import native, osmand, overland, owntracks
 from tracker.protocols.base import Decoded, ProtocolError, Reply, Request
 
@@ -428,7 +428,7 @@ LONG_VALUES = textwrap.dedent(
     import base64, json, sys
     from datetime import UTC, datetime
     from urllib.parse import urlencode
-    from tracker import timeparse
+    from tracker.core import timeparse
     from tracker.protocols import native, osmand, overland, owntracks
     from tracker.protocols.base import ProtocolError, Request
 

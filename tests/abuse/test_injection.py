@@ -25,7 +25,8 @@ import httpx
 import pytest
 
 from tests.abuse.conftest import OWNER_ID, Fleet, credentials
-from tracker import openapi, tokens
+from tracker.api import openapi
+from tracker.core import tokens
 
 PAYLOADS = [
     "' OR '1'='1",

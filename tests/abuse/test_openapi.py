@@ -11,18 +11,17 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from tests.abuse.conftest import Fleet
 from tests.conftest import ServerFactory
-from tracker import openapi
 from tracker.api import devices as device_api
-from tracker.api import ingest, throttle
+from tracker.api import ingest, openapi, throttle
 from tracker.api import routes as route_api
 from tracker.api import webhooks as webhook_api
-from tracker.app import create_app
+from tracker.api.app import create_app
 from tracker.config import Settings
-from tracker.model import StopStatus
+from tracker.core.model import StopStatus
+from tracker.core.webhooks import SUBSCRIBABLE
 from tracker.protocols import native
-from tracker.routing_service import SETTABLE
+from tracker.services.routing import SETTABLE
 from tracker.store import webhooks as webhook_store
-from tracker.webhooks import SUBSCRIBABLE
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.abuse.conftest import Fleet, credentials, threaded_fleet
-from tracker import openapi
+from tracker.api import openapi
 
 REQUEST_TIMEOUT_S = 15.0
 # Random cases per operation (after its examples and boundary cases): about half a minute

@@ -11,8 +11,8 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 
 from tests.conftest import Server, ServerFactory
-from tracker import tracks
-from tracker.model import Fix
+from tracker.core.model import Fix
+from tracker.tools import tracks
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -22,8 +22,8 @@ from playwright.async_api import Page, expect
 
 from tests.conftest import ADMIN_TOKEN, ARTIFACTS, DeviceCreds, Server, add_device
 from tests.e2e.conftest import TILES, BrowserTab
-from tracker.app import create_app
-from tracker.model import Fix
+from tracker.api.app import create_app
+from tracker.core.model import Fix
 
 pytestmark = pytest.mark.e2e
 

@@ -25,7 +25,7 @@ from tests.e2e.test_map import (
     open_signed_in,
     post_fix,
 )
-from tracker.model import Fix
+from tracker.core.model import Fix
 
 pytestmark = pytest.mark.e2e
 

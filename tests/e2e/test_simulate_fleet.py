@@ -21,7 +21,7 @@ from tests.e2e.test_map import (
     only_tiles_left_the_machine,
     open_signed_in,
 )
-from tracker.simulate import SimulateConfig, SimulateError, run
+from tracker.tools.simulate import SimulateConfig, SimulateError, run
 
 pytestmark = pytest.mark.e2e
 
@@ -142,7 +142,7 @@ async def test_bad_admin_token_is_a_clear_error(srv: Server, tmp_path: Path) -> 
 async def test_cli_command_runs_the_fleet(srv: Server, tmp_path: Path) -> None:
     prefix = f"cli-{uuid.uuid4().hex[:6]}"
     args = [
-        sys.executable, "-m", "tracker.cli", "simulate", "--url", srv.base_url,
+        sys.executable, "-m", "tracker.tools.cli", "simulate", "--url", srv.base_url,
         "--admin-token", ADMIN_TOKEN, "--drivers", "2", "--speed", "5", "--duration", "2",
         "--prefix", prefix, "--tokens-file", str(tmp_path / "t.json"),
     ]  # fmt: skip

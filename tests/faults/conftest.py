@@ -228,7 +228,7 @@ class TrackerProcess:
         """Start and wait until /healthz answers."""
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tracker.cli", "serve", "--host", HOST,
+                [sys.executable, "-m", "tracker.tools.cli", "serve", "--host", HOST,
                  "--port", str(self.port), "--workers", str(self.workers)],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip

@@ -26,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import ADMIN_TOKEN, DeviceCreds, Server, ServerFactory, add_device, free_port
 from tests.faults.conftest import record
-from tracker.bus import RedisBus
+from tracker.live.bus import RedisBus
 
 # scripts/setup.sh installs it for the tests: this test kills and restarts its own Redis.
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"

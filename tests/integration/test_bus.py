@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TEST_REDIS_URL, free_port
-from tracker.bus import LocalBus, RedisBus, make_bus
+from tracker.live.bus import LocalBus, RedisBus, make_bus
 
 Received = list[tuple[str, dict[str, Any]]]
 

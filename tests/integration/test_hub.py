@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ADMIN_TOKEN, ServerFactory
-from tracker.hub import DISPATCH
+from tracker.live.hub import DISPATCH
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 # Fat vehicles (a ~1 MB frame per tick) fill the slow client's window and the server's

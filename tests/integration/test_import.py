@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from tests.conftest import DeviceCreds, Server, add_device, stored_positions
-from tracker import importer, tracks
-from tracker.model import Fix
+from tracker.core.model import Fix
+from tracker.tools import importer, tracks
 
 SHARED_TRACKS = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "tracks"
 DELFT_GPX = SHARED_TRACKS / "car_delft_gpsbabel_sbn-v13.gpx"

@@ -28,7 +28,7 @@ from tests.faults.conftest import TrackerProcess
 from tests.faults.test_redis_outage import RedisProcess
 from tests.integration.test_ingest import proxy_to_postgres
 from tests.integration.test_routes_api import create_route, patch_stop, route_body, stored_events
-from tracker.bus import RedisBus
+from tracker.live.bus import RedisBus
 from tracker.store.devices import add_key
 
 METRICS_TOKEN = "scrape-token-for-tests"

@@ -31,7 +31,7 @@ from tracker.store import retention
 from tracker.store.db import create_pool
 
 DAYS = 60
-TRACKER = [sys.executable, "-m", "tracker.cli"]
+TRACKER = [sys.executable, "-m", "tracker.tools.cli"]
 
 
 def month_start(t: datetime) -> datetime:

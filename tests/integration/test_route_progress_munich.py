@@ -26,8 +26,8 @@ from tests.integration.test_routes_api import (
     post_fixes,
     stored_events,
 )
-from tracker.model import Fix
-from tracker.tracks import sample_drive
+from tracker.core.model import Fix
+from tracker.tools.tracks import sample_drive
 
 Json = dict[str, Any]
 

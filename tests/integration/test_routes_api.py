@@ -18,9 +18,9 @@ import polyline
 import pytest
 
 from tests.conftest import TEST_REDIS_URL, DeviceCreds, Server, ServerFactory, add_device
-from tracker import progress
-from tracker.bus import RedisBus
-from tracker.model import Fix, Route, Stop
+from tracker.core.model import Fix, Route, Stop
+from tracker.core.route import progress
+from tracker.live.bus import RedisBus
 
 Json = dict[str, Any]
 
@@ -710,7 +710,7 @@ async def test_explicit_arrival_completes_on_departure_only_at_the_stop(
 async def test_event_sinks_run_in_the_storing_transaction(
     server: Server, device: DeviceCreds, db: asyncpg.Pool
 ) -> None:
-    from tracker.routing_service import RoutingService
+    from tracker.services.routing import RoutingService
 
     service = server.runtime.routing
     assert isinstance(service, RoutingService)

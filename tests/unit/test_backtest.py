@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tracker import backtest as bt
-from tracker import progress as prog
-from tracker.model import Stop
-from tracker.pathcodec import to_polyline
-from tracker.tracks import sample_drive
+from tracker.core.model import Stop
+from tracker.core.pathcodec import to_polyline
+from tracker.core.route import progress as prog
+from tracker.tools import backtest as bt
+from tracker.tools.tracks import sample_drive
 
 MUNICH = Path(__file__).parents[2] / "src/tracker/data/munich_drive.csv"
 

@@ -84,7 +84,7 @@ def test_a_config_error_stops_the_server_with_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
     env["TRACKER_COMMIT_INTERVAL_MS"] = "soon"
     done = subprocess.run(
-        [sys.executable, "-m", "tracker.cli", "serve", "--port", "1"],
+        [sys.executable, "-m", "tracker.tools.cli", "serve", "--port", "1"],
         env=env,
         capture_output=True,
         text=True,

@@ -8,7 +8,7 @@ import math
 import pytest
 from shapely import LineString
 
-from tracker.eta import Pace, PathIndex, Profile, SpeedEstimate, Trust, chain
+from tracker.core.route.eta import Pace, PathIndex, Profile, SpeedEstimate, Trust, chain
 
 # -- PathIndex ----------------------------------------------------------------------------------
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tracker import filters
-from tracker.filters import FilterConfig
-from tracker.model import Fix
+from tracker.core import filters
+from tracker.core.filters import FilterConfig
+from tracker.core.model import Fix
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 CFG = FilterConfig()

@@ -8,7 +8,7 @@ import pytest
 from pyproj import Geod
 from shapely import LineString
 
-from tracker.geo import LocalProjection, dedupe, simplify
+from tracker.core.geo import LocalProjection, dedupe, simplify
 
 GEOD = Geod(ellps="WGS84")
 

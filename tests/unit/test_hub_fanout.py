@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from tracker.hub import DISPATCH, Hub
-from tracker.hub_state import POSITIONS, ROUTES, Vehicle
+from tracker.live.fleet import POSITIONS, ROUTES, Vehicle
+from tracker.live.hub import DISPATCH, Hub
 
 T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from prometheus_client import REGISTRY
 
 from tests.unit.test_hub_fanout import Clock, MemorySink, make_hub, position, settle
-from tracker.hub import DISPATCH, channel_kind
-from tracker.hub_state import POSITIONS
+from tracker.live.fleet import POSITIONS
+from tracker.live.hub import DISPATCH, channel_kind
 
 
 def sample(name: str, channel: str) -> float:

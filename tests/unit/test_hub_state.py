@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker.hub_state import (
+from tracker.live.fleet import (
     EVENTS,
     POSITIONS,
     ROUTES,

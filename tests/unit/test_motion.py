@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tracker import motion
-from tracker.geo import LocalProjection
-from tracker.model import Fix
-from tracker.tracks import sample_drive
+from tracker.core import motion
+from tracker.core.geo import LocalProjection
+from tracker.core.model import Fix
+from tracker.tools.tracks import sample_drive
 
 T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
 FRAME = LocalProjection(52.0, 4.36)

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from tests.osmand_vectors import osmand_vectors
-from tracker.model import Fix
+from tracker.core.model import Fix
 from tracker.protocols import osmand
 from tracker.protocols.base import Decoded, ProtocolError, Reply, Request
 

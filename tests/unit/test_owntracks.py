@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tracker.model import Fix
+from tracker.core.model import Fix
 from tracker.protocols import owntracks
 from tracker.protocols.base import Decoded, ProtocolError, Reply, Request
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tracker.model import Stop
-from tracker.pathcodec import (
+from tracker.core.model import Stop
+from tracker.core.pathcodec import (
     PathError,
     decode,
     from_geojson,

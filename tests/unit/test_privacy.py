@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker import privacy
-from tracker.privacy import Position, Rule, TrackedStop
+from tracker.core import privacy
+from tracker.core.privacy import Position, Rule, TrackedStop
 
 T0 = datetime(2024, 6, 3, 8, 0, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=30)

@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tracker import progress as prog
-from tracker.geo import LocalProjection
-from tracker.model import Event, EventType, Fix, Route, Stop, StopStatus
+from tracker.core.geo import LocalProjection
+from tracker.core.model import Event, EventType, Fix, Route, Stop, StopStatus
+from tracker.core.route import progress as prog
 
 T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
 FRAME = LocalProjection(48.137, 11.575)

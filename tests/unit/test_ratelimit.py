@@ -1,4 +1,4 @@
-"""tracker.ratelimit with a fake clock: fixed windows, Retry-After, sweeping, socket slots."""
+"""tracker.api.ratelimit with a fake clock: fixed windows, Retry-After, sweeping, socket slots."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from limits import parse
 from limits.strategies import FixedWindowRateLimiter
 
+from tracker.api.ratelimit import Limits, RateLimit, SocketSlots, WindowCounters
 from tracker.config import Settings
-from tracker.ratelimit import Limits, RateLimit, SocketSlots, WindowCounters
 
 
 class Clock:

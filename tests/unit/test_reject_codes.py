@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from tracker import filters, metrics
-from tracker.model import Fix, RejectCode
+from tracker import metrics
+from tracker.core import filters
+from tracker.core.model import Fix, RejectCode
 from tracker.protocols import native, osmand, overland, owntracks
 from tracker.protocols.base import Request
 

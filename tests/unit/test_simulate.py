@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from pyproj import Geod
 
-from tracker import tracks
-from tracker.cli import build_parser
-from tracker.model import Fix
+from tracker.core.model import Fix
 from tracker.protocols import native
-from tracker.simulate import (
+from tracker.tools import tracks
+from tracker.tools.cli import build_parser
+from tracker.tools.simulate import (
     Drive,
     Sample,
     _read_tokens,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tracker.timeparse import TimeFormatError, parse_time
+from tracker.core.timeparse import TimeFormatError, parse_time
 
 
 @pytest.mark.parametrize(

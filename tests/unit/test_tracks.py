@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tracker.tracks import TrackError, read_csv, read_gpx, read_track, sample_drive
+from tracker.tools.tracks import TrackError, read_csv, read_gpx, read_track, sample_drive
 
 GPX10 = """<?xml version="1.0" encoding="UTF-8"?>
 <gpx version="1.0" creator="test" xmlns="http://www.topografix.com/GPX/1/0">

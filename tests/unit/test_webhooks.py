@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker import webhooks
-from tracker.model import Event
+from tracker.core import webhooks
+from tracker.core.model import Event
 
 SECRET = "whsec_test_5f3a"
 BODY = b'{"id":"d-1","type":"stop.arrived"}'

@@ -40,11 +40,11 @@ from tracker.api.body import read_body
 from tracker.api.guards import runtime, unavailable
 from tracker.api.ingest import authenticate_device, store
 from tracker.api.responses import ApiError
-from tracker.auth import bearer
+from tracker.api.runtime import Runtime
 from tracker.protocols import osmand, overland, owntracks
 from tracker.protocols.base import Decoded, ProtocolError, Reply
 from tracker.protocols.base import Request as ProtoRequest
-from tracker.runtime import Runtime
+from tracker.services.auth import bearer
 from tracker.store import devices as device_store
 from tracker.store.db import DB_ERRORS
 from tracker.store.devices import Device

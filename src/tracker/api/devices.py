@@ -11,9 +11,9 @@ from starlette.responses import Response
 from tracker.api.body import json_object
 from tracker.api.guards import require_admin, require_dispatcher, runtime, unavailable
 from tracker.api.responses import ApiError, ORJSONResponse
+from tracker.core.timeparse import TimeFormatError, parse_time
 from tracker.store import devices as store
 from tracker.store.db import DB_ERRORS
-from tracker.timeparse import TimeFormatError, parse_time
 
 MAX_TRACK_POINTS = 100_000
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.requests import HTTPConnection
 
 from tracker.api.responses import ApiError
-from tracker.auth import ADMIN, Principal, bearer
-from tracker.runtime import Runtime
+from tracker.api.runtime import Runtime
+from tracker.services.auth import ADMIN, Principal, bearer
 from tracker.store.db import DB_ERRORS
 
 # The cookie holds the credential itself (HttpOnly, SameSite=Strict), so every use is checked

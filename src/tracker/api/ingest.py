@@ -19,12 +19,12 @@ from tracker import metrics
 from tracker.api import throttle
 from tracker.api.guards import unavailable
 from tracker.api.responses import ApiError
-from tracker.auth import bearer
+from tracker.api.runtime import Runtime
 from tracker.protocols import native
 from tracker.protocols.base import Decoded, ProtocolError
 from tracker.protocols.base import Request as ProtoRequest
-from tracker.runtime import Runtime
-from tracker.service import IngestResult
+from tracker.services.auth import bearer
+from tracker.services.ingest import IngestResult
 from tracker.store.db import DB_ERRORS
 from tracker.store.devices import Device
 from tracker.store.writer import StoreRefused, StoreUnavailable

@@ -1,6 +1,6 @@
 """The dispatcher's live feed (WebSocket /ws/dispatch) and the sign-in session behind it.
 
-Messages (JSON text frames, all with "type" and "v": 1) are described in tracker.hub_state
+Messages (JSON text frames, all with "type" and "v": 1) are described in tracker.live.fleet
 and the README: a snapshot on connect, then at most one delta per tick. The client may send
 {"type": "resync"} for a fresh snapshot or {"type": "ping"} for a {"type": "pong"}; protocol
 level pings from the server (uvicorn's ws_ping_interval) detect dead connections.
@@ -16,12 +16,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tracker import tokens
 from tracker.api.body import json_object
 from tracker.api.guards import SESSION_COOKIE, principal, require_dispatcher, runtime, unavailable
 from tracker.api.responses import ApiError, ORJSONResponse, error_response
-from tracker.auth import bearer
-from tracker.hub import DISPATCH, Subscriber
+from tracker.core import tokens
+from tracker.live.hub import DISPATCH, Subscriber
+from tracker.services.auth import bearer
 from tracker.store.db import DB_ERRORS
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tracker import metrics, tokens
+from tracker import metrics
 from tracker.api.guards import require_admin, runtime
-from tracker.auth import bearer
+from tracker.core import tokens
+from tracker.services.auth import bearer
 
 
 async def scrape(request: Request) -> Response:

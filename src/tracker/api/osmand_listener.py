@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from tracker import logs
 from tracker.api import clients, throttle
-from tracker.runtime import Runtime
+from tracker.api.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

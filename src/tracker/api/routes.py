@@ -18,26 +18,26 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tracker import pathcodec
 from tracker.api.body import json_object
 from tracker.api.guards import principal, require_dispatcher, runtime, unavailable
 from tracker.api.ingest import authenticate_device
 from tracker.api.responses import ApiError, ORJSONResponse
+from tracker.api.runtime import Runtime
 from tracker.api.tracking import new_tokens, with_tracking_urls
-from tracker.auth import bearer
-from tracker.model import Stop, StopStatus
-from tracker.routing_service import (
+from tracker.core import pathcodec
+from tracker.core.model import Stop, StopStatus
+from tracker.core.timeparse import TimeFormatError, parse_time
+from tracker.services.auth import bearer
+from tracker.services.routing import (
     SETTABLE,
     RouteInvalid,
     RouteNotFound,
     RoutingService,
     TransitionRefused,
 )
-from tracker.runtime import Runtime
 from tracker.store import devices as device_store
 from tracker.store import routes as store
 from tracker.store.db import DB_ERRORS
-from tracker.timeparse import TimeFormatError, parse_time
 
 MAX_STOPS = 1000
 MAX_TEXT = 500

@@ -1,4 +1,4 @@
-"""Applying this process's rate limits (`tracker.ratelimit`) to requests: 429 + Retry-After.
+"""Applying this process's rate limits (`tracker.api.ratelimit`) to requests: 429 + Retry-After.
 
 Two limits, checked at two places:
 
@@ -16,7 +16,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tracker.api.responses import ApiError
-from tracker.runtime import Runtime
+from tracker.api.runtime import Runtime
 from tracker.store.devices import Device
 
 # Probes must answer while a monitoring system polls them from one address.

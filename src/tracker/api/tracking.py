@@ -1,7 +1,7 @@
 """Customer tracking: the page at `/t/{token}` and its live feed at `/ws/track/{token}`.
 
 A stop's token is its only credential: no login, no cookie. The page and the feed show only
-what `tracker.privacy` allows (this stop's destination, phase and ETA, the vehicle only on
+what `tracker.core.privacy` allows (this stop's destination, phase and ETA, the vehicle only on
 its way here) and never an internal id: the customer's channel is keyed and filtered on the
 server. An unknown, expired or malformed token gets the same 404 page, byte for byte.
 
@@ -34,17 +34,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tracker import privacy, tokens
 from tracker.api.guards import require_dispatcher, runtime, unavailable
 from tracker.api.live import SocketSink, socket_slot, too_many_sockets
+from tracker.api.pages import web_dir
 from tracker.api.responses import ApiError, ORJSONResponse, error_response
+from tracker.api.runtime import Runtime
 from tracker.config import Settings
-from tracker.hub import Subscriber
-from tracker.hub_state import PROTOCOL_VERSION, Event, Message, Vehicle
-from tracker.model import JsonDict
-from tracker.pages import web_dir
-from tracker.privacy import Position, Rule, TrackedStop
-from tracker.runtime import Runtime
+from tracker.core import privacy, tokens
+from tracker.core.model import JsonDict
+from tracker.core.privacy import Position, Rule, TrackedStop
+from tracker.live.fleet import PROTOCOL_VERSION, Event, Message, Vehicle
+from tracker.live.hub import Subscriber
 from tracker.store import routes as route_store
 from tracker.store import tracking as store
 from tracker.store.db import DB_ERRORS
@@ -169,7 +169,7 @@ class CustomerView:
     """One stop's customer channel on the live hub (a hub `View` plus the channel's encoder).
 
     The hub hands it every update of its vehicle (it indexes channels by `device`); the view
-    keeps the stop current with `tracker.privacy` and passes an update on only when what the
+    keeps the stop current with `tracker.core.privacy` and passes an update on only when what the
     customer sees changed. Frames always carry the current customer state, so a frame sent
     late to a slow reader is as fresh as any.
     """

@@ -18,10 +18,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tracker import tokens, webhooks
 from tracker.api.body import json_object
 from tracker.api.guards import require_dispatcher, runtime, unavailable
 from tracker.api.responses import ApiError, ORJSONResponse
+from tracker.core import tokens, webhooks
 from tracker.store import webhooks as store
 from tracker.store.db import DB_ERRORS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tracker.model import Fix, Reject
+from tracker.core.model import Fix, Reject
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from tracker.model import RejectCode
+from tracker.core.model import RejectCode
 from tracker.protocols.base import ProtocolError
 
 # A plain decimal as JSON and Java's Double.parseDouble write it (no NaN, no Infinity,

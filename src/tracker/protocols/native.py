@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from tracker.model import Fix, Reject
+from tracker.core.model import Fix, Reject
+from tracker.core.timeparse import TimeFormatError, parse_time
 from tracker.protocols.base import Decoded, ProtocolError, Reply, Request
-from tracker.timeparse import TimeFormatError, parse_time
 
 _OPTIONAL = ("speed", "course", "accuracy", "altitude")
 _KNOWN = frozenset({"time", "lat", "lon", "device_id", "attributes", *_OPTIONAL})

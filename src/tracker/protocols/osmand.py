@@ -59,11 +59,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tracker.model import Fix, JsonDict, Reject, RejectCode
+from tracker.core.model import Fix, JsonDict, Reject, RejectCode
+from tracker.core.timeparse import TimeFormatError, from_epoch, from_iso, parse_time
 from tracker.protocols import fields
 from tracker.protocols.base import Decoded, ProtocolError, Reply, Request
 from tracker.protocols.fields import FieldError
-from tracker.timeparse import TimeFormatError, from_epoch, from_iso, parse_time
 
 OK = Reply(status=200, content_type="text/plain", body=b"")
 

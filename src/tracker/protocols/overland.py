@@ -48,11 +48,11 @@ from typing import Any
 
 import orjson
 
-from tracker.model import Fix, JsonDict, Reject, RejectCode
+from tracker.core.model import Fix, JsonDict, Reject, RejectCode
+from tracker.core.timeparse import TimeFormatError, parse_time
 from tracker.protocols import fields
 from tracker.protocols.base import Decoded, ProtocolError, Reply, Request
 from tracker.protocols.fields import FieldError
-from tracker.timeparse import TimeFormatError, parse_time
 
 OK = Reply(status=200, content_type="application/json", body=b'{"result":"ok"}')
 

@@ -36,7 +36,7 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from tracker.model import Fix, JsonDict, Reject, RejectCode
+from tracker.core.model import Fix, JsonDict, Reject, RejectCode
 from tracker.protocols import fields
 from tracker.protocols.base import Decoded, ProtocolError, Reply, Request
 from tracker.protocols.fields import FieldError

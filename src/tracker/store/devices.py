@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from tracker import tokens
+from tracker.core import tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import shapely
 
-from tracker.model import Event, Fix, JsonDict, Route, Stop
+from tracker.core.model import Event, Fix, JsonDict, Route, Stop
 
 ACTIVE = "active"
 COMPLETED = "completed"

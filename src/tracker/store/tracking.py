@@ -15,7 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
-from tracker.privacy import Position
+from tracker.core.privacy import Position
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from tracker import webhooks
-from tracker.model import Event, EventType
+from tracker.core import webhooks
+from tracker.core.model import Event, EventType
 
 PENDING = "pending"
 DELIVERED = "delivered"

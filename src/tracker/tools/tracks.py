@@ -18,8 +18,8 @@ from pathlib import Path
 import gpxpy
 import gpxpy.gpx
 
-from tracker.model import Fix
-from tracker.timeparse import TimeFormatError, parse_time
+from tracker.core.model import Fix
+from tracker.core.timeparse import TimeFormatError, parse_time
 
 SAMPLE_DRIVE = "munich_drive.csv"
 

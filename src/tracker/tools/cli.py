@@ -47,7 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, remove_then_end)
     try:
         uvicorn.run(
-            "tracker.app:app_from_env",
+            "tracker.api.app:app_from_env",
             factory=True,
             host=args.host,
             port=args.port,
@@ -165,7 +165,7 @@ EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def _register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from tracker import simulate
+    from tracker.tools import simulate
 
     simulate.register(sub)
 
@@ -174,7 +174,7 @@ EXTRA_COMMANDS.append(_register_simulate)
 
 
 def _register_import(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from tracker import importer
+    from tracker.tools import importer
 
     importer.register(sub)
 
@@ -196,7 +196,7 @@ def _register_backtest(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    from tracker import backtest
+    from tracker.tools import backtest
 
     return backtest.run_cli(list(args.argv))
 

@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 import asyncpg
 import httpx
 
-from tracker import metrics, webhooks
+from tracker import metrics
 from tracker.config import Settings
+from tracker.core import webhooks
 from tracker.store import webhooks as store
 from tracker.store.db import DB_ERRORS
 

@@ -15,13 +15,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from tracker import logs, metrics, openapi, pages
+from tracker import logs, metrics
 from tracker.api import (
     clients,
     devices,
     ingest,
     live,
+    openapi,
     osmand_listener,
+    pages,
     throttle,
     tracking,
     webhooks,
@@ -31,8 +33,8 @@ from tracker.api import routes as route_api
 from tracker.api.guards import runtime
 from tracker.api.paths import IdConvertor  # noqa: F401 (registers {name:id}, {name:any})
 from tracker.api.responses import ApiError, ORJSONResponse, api_error_handler, error_response
+from tracker.api.runtime import Runtime
 from tracker.config import Settings
-from tracker.runtime import Runtime
 from tracker.store.db import DB_ERRORS
 
 log = logging.getLogger(__name__)
@@ -200,5 +202,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 
 def app_from_env() -> Starlette:
-    """Factory for `uvicorn --factory tracker.app:app_from_env` (used by `tracker serve`)."""
+    """Factory for `uvicorn --factory tracker.api.app:app_from_env` (used by `tracker serve`)."""
     return create_app(Settings.from_env())

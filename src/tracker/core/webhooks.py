@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from tracker.model import Event, EventType, JsonDict
+from tracker.core.model import Event, EventType, JsonDict
 
 SIGNATURE_HEADER = "Tracker-Signature"
 DELIVERY_HEADER = "Tracker-Delivery"

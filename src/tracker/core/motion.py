@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from tracker.geo import LocalProjection
-from tracker.model import Fix
+from tracker.core.geo import LocalProjection
+from tracker.core.model import Fix
 
 
 def slack(accuracy_m: float | None, cap_m: float) -> float:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tracker import filters
-from tracker.bus import Bus
-from tracker.model import Fix, Reject
+from tracker.core import filters
+from tracker.core.model import Fix, Reject
+from tracker.live.bus import Bus
 from tracker.protocols.base import Decoded
 from tracker.store.devices import Device
 from tracker.store.writer import PositionRow, PositionWriter

@@ -26,7 +26,7 @@ HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "pa
 @functools.cache
 def document() -> dict[str, Any]:
     """The OpenAPI document as a dict (parsed once per process)."""
-    text = resources.files("tracker").joinpath("openapi.yaml").read_text(encoding="utf-8")
+    text = resources.files("tracker.api").joinpath("openapi.yaml").read_text(encoding="utf-8")
     doc: dict[str, Any] = yaml.safe_load(text)
     doc["info"]["version"] = __version__
     _add_rate_limits(doc)

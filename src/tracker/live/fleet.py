@@ -1,7 +1,7 @@
 """What the live hub knows and sends, without any I/O: the fleet's latest state, the changes
 waiting for the next frame, channel views, and the versioned message shapes.
 
-The hub (tracker.hub) feeds bus messages into a `Fleet`, which turns each into an `Update`
+The hub (tracker.live.hub) feeds bus messages into a `Fleet`, which turns each into an `Update`
 (a vehicle's new state and/or a route event). Each channel filters updates through its
 `View` and collects them in a `Changes`, where the latest state of a vehicle replaces older
 ones. Callers pass the time; nothing here reads a clock.

@@ -31,8 +31,8 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from tracker import tracks
-from tracker.model import Fix
+from tracker.core.model import Fix
+from tracker.tools import tracks
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_BATCH = 500

@@ -1,7 +1,7 @@
 """Live route progress in the server: pings advance the device's route, events are stored
 and published, stop statuses change on request.
 
-The pure core (`tracker.progress`) does the work; this service loads a route's state from
+The pure core (`tracker.core.route.progress`) does the work; this service loads a route's state from
 PostgreSQL, applies the device's newly stored fixes in time order under a per-device
 advisory lock (so several server instances take turns and agree), writes the new state,
 stop columns and events in the same transaction, and publishes after the commit:
@@ -34,11 +34,12 @@ from typing import Any
 
 import asyncpg
 
-from tracker import metrics, progress
-from tracker.bus import Bus
-from tracker.hub import Hub
-from tracker.model import Event, EventType, Fix, JsonDict, Route, Stop, StopStatus
-from tracker.progress import EtaConfig, RoutePlan, RouteState
+from tracker import metrics
+from tracker.core.model import Event, EventType, Fix, JsonDict, Route, Stop, StopStatus
+from tracker.core.route import progress
+from tracker.core.route.progress import EtaConfig, RoutePlan, RouteState
+from tracker.live.bus import Bus
+from tracker.live.hub import Hub
 from tracker.store import routes as store
 from tracker.store.devices import Device
 

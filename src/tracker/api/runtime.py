@@ -11,17 +11,17 @@ from typing import Any
 import asyncpg
 
 from tracker import metrics
-from tracker.auth import Authenticator
-from tracker.bus import LocalBus, make_bus
+from tracker.api.ratelimit import Limits
 from tracker.config import Settings
-from tracker.delivery import WebhookSender
-from tracker.filters import FilterConfig
-from tracker.hub import Hub
-from tracker.hub_source import load_vehicles
-from tracker.progress import EtaConfig
-from tracker.ratelimit import Limits
-from tracker.routing_service import RoutingService, with_routes
-from tracker.service import IngestService
+from tracker.core.filters import FilterConfig
+from tracker.core.route.progress import EtaConfig
+from tracker.live.bus import LocalBus, make_bus
+from tracker.live.hub import Hub
+from tracker.live.source import load_vehicles
+from tracker.services.auth import Authenticator
+from tracker.services.delivery import WebhookSender
+from tracker.services.ingest import IngestService
+from tracker.services.routing import RoutingService, with_routes
 from tracker.store import retention
 from tracker.store import webhooks as webhook_store
 from tracker.store.db import DB_ERRORS, create_pool

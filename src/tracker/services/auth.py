@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from tracker import tokens
+from tracker.core import tokens
 from tracker.store import devices as device_store
 from tracker.store.devices import Device
 

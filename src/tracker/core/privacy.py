@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from tracker.model import EventType, JsonDict, StopStatus
+from tracker.core.model import EventType, JsonDict, StopStatus
 
 # Customer-facing phases, in the order a delivery goes through them.
 SCHEDULED = "scheduled"

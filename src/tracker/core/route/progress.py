@@ -26,10 +26,10 @@ from typing import Any, NamedTuple
 
 import shapely
 
-from tracker import motion
-from tracker.eta import Chain, Pace, PathIndex, Profile, SpeedEstimate, Trust, chain
-from tracker.geo import LocalProjection
-from tracker.model import Event, EventType, Fix, JsonDict, Route, Stop, StopStatus
+from tracker.core import motion
+from tracker.core.geo import LocalProjection
+from tracker.core.model import Event, EventType, Fix, JsonDict, Route, Stop, StopStatus
+from tracker.core.route.eta import Chain, Pace, PathIndex, Profile, SpeedEstimate, Trust, chain
 
 _EXPLICIT = frozenset({StopStatus.COMPLETED, StopStatus.FAILED, StopStatus.SKIPPED})
 _EVENT_FOR = {

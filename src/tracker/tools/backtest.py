@@ -29,11 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tracker import geo, motion, pathcodec
-from tracker import progress as prog
-from tracker.model import Fix, Route, Stop
-from tracker.timeparse import parse_time
-from tracker.tracks import TrackError, read_track
+from tracker.core import geo, motion, pathcodec
+from tracker.core.model import Fix, Route, Stop
+from tracker.core.route import progress as prog
+from tracker.core.timeparse import parse_time
+from tracker.tools.tracks import TrackError, read_track
 
 # Horizons in minutes ahead: [low, high); None is open-ended.
 BUCKETS: tuple[tuple[float, float | None], ...] = ((0, 5), (5, 15), (15, 30), (30, None))

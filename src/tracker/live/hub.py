@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import orjson
 
 from tracker import metrics
-from tracker.hub_state import (
+from tracker.live.fleet import (
     Changes,
     Fleet,
     FleetView,

@@ -34,9 +34,9 @@ from urllib.parse import urlsplit
 import httpx
 from pyproj import Geod
 
-from tracker import tracks
-from tracker.filters import FilterConfig, screen
-from tracker.model import Fix
+from tracker.core.filters import FilterConfig, screen
+from tracker.core.model import Fix
+from tracker.tools import tracks
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tracker.model import Fix, Reject, RejectCode
+from tracker.core.model import Fix, Reject, RejectCode
 
 _EARTH_RADIUS_M = 6_371_008.8
 GPS_EPOCH = datetime(1980, 1, 6, tzinfo=UTC)

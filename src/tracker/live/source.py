@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 
-from tracker.hub_state import Vehicle
+from tracker.live.fleet import Vehicle
 from tracker.store import devices as store
 
 

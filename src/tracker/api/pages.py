@@ -43,7 +43,7 @@ def web_dir() -> Path:
     configured = os.environ.get("TRACKER_WEB_DIR")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "web"
+    return Path(__file__).resolve().parents[3] / "web"
 
 
 def leaflet_dir() -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 
 import polyline
 
-from tracker.model import Stop
+from tracker.core.model import Stop
 
 Path = tuple[tuple[float, float], ...]
 
