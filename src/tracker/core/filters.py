@@ -55,14 +55,64 @@ def invalid(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str
     return None
 
 
+# Attributes are free-form JSON from the phone. Nested deeper than the jsonb encoder goes
+# (about 250 levels) they failed a whole group commit, and deeper still any recursive walk;
+# past these limits a ping is refused before anything walks it recursively.
+MAX_ATTRIBUTES_DEPTH = 32
+MAX_ATTRIBUTES_BYTES = 64 * 1024
+
+
+def _attributes_problem(attributes: object, max_depth: int, max_bytes: int) -> str | None:
+    """Why `attributes` is too deep or too large, walked without recursion; None if fine.
+
+    The size is what the JSON text takes, estimated: string lengths plus a few characters
+    per value and separator (numbers count 8), close enough to bound what is stored.
+    """
+    size = 0
+    stack: list[tuple[object, int]] = [(attributes, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > max_depth:
+                return f"attributes: nested deeper than {max_depth} levels"
+            size += 2 + len(value)
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    size += len(key) + 3
+                    stack.append((item, depth + 1))
+            else:
+                stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            size += len(value) + 2
+        else:
+            size += 8
+        if size > max_bytes:
+            return f"attributes: larger than {max_bytes} bytes as JSON"
+    return None
+
+
 def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+    # Iterative: `oversized` bounds the depth first, but a walk should never be what fails.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
+
+
+def oversized(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfig) -> str | None:
+    """Attributes nested deeper than `MAX_ATTRIBUTES_DEPTH` or larger than
+    `MAX_ATTRIBUTES_BYTES` (as JSON): refused before they reach the store."""
+    if not fix.attributes:
+        return None
+    return _attributes_problem(fix.attributes, MAX_ATTRIBUTES_DEPTH, MAX_ATTRIBUTES_BYTES)
 
 
 # The largest magnitude a `real` (float4) column holds: speed, course, accuracy, altitude.
@@ -142,6 +192,7 @@ def implausible_jump(fix: Fix, prev: Fix | None, now: datetime, cfg: FilterConfi
 # (reject code, filter), in the order they run.
 FILTERS: tuple[tuple[str, Filter], ...] = (
     (RejectCode.INVALID, invalid),
+    (RejectCode.OVERSIZED, oversized),
     (RejectCode.UNSTORABLE, unstorable),
     (RejectCode.OUT_OF_RANGE, out_of_range),
     (RejectCode.FUTURE, future),

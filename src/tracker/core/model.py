@@ -39,6 +39,7 @@ class RejectCode:
     NO_FIX = "no_fix"  # the phone reported that it had no position (0,0, no coords)
     ENCRYPTED = "encrypted"  # an OwnTracks payload encrypted with a key we do not have
     INVALID = "invalid"
+    OVERSIZED = "oversized"  # attributes nested too deep or too large
     UNSTORABLE = "unstorable"
     OUT_OF_RANGE = "out_of_range"
     FUTURE = "future"
@@ -51,6 +52,7 @@ class RejectCode:
         NO_FIX,
         ENCRYPTED,
         INVALID,
+        OVERSIZED,
         UNSTORABLE,
         OUT_OF_RANGE,
         FUTURE,

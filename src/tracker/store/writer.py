@@ -6,7 +6,9 @@ gathers rows for a couple of milliseconds (or until a row limit), COPYs them str
 only then resolves every waiting request. COPY cannot skip duplicates, so a batch holding
 one (a phone's retry) is rolled back and written again through a staging table that does.
 A failed commit fails every request of its batch: nothing unacknowledged is reported as
-stored and nothing acknowledged is lost.
+stored and nothing acknowledged is lost. Rows whose values cannot be encoded or stored fail
+only their own request (`StoreRefused`): attributes are encoded when a request hands them
+in, and a batch the database or an encoder refuses is committed again request by request.
 """
 
 from __future__ import annotations
@@ -103,6 +105,20 @@ WHERE last_positions.fix_time < EXCLUDED.fix_time
 RETURNING device_id, fix_time
 """
 
+# A PositionRow whose attributes are already JSON text (encoded when the request handed
+# them in, so an unencodable value is that request's error alone).
+_Row = tuple[
+    int,
+    datetime,
+    datetime,
+    tuple[float, float],
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    bytes,
+]
+
 _EWKB_POINT = struct.Struct("<BIIdd")
 
 
@@ -112,9 +128,22 @@ def _ewkb_point(lon_lat: tuple[float, float]) -> bytes:
     return _EWKB_POINT.pack(1, 0x20000001, 4326, lon_lat[0], lon_lat[1])
 
 
+def _jsonb_text(data: bytes) -> bytes:
+    # jsonb's binary input: a version byte, then the JSON text.
+    return b"\x01" + data
+
+
+def _jsonb_value(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
 async def init_writer_connection(conn: asyncpg.Connection) -> None:
-    """The pool's codecs, plus geography encoded from a (lon, lat) tuple for COPY."""
+    """The pool's codecs, plus geography encoded from a (lon, lat) tuple for COPY and jsonb
+    taken as JSON text already encoded."""
     await init_connection(conn)
+    await conn.set_type_codec(
+        "jsonb", encoder=_jsonb_text, decoder=_jsonb_value, schema="pg_catalog", format="binary"
+    )
     await conn.set_type_codec(
         "geography",
         encoder=_ewkb_point,
@@ -132,8 +161,16 @@ class StoreRefused(Exception):
     """The database refused these rows' values; retrying them will not help."""
 
 
-# Errors about the data of a request, not the database's health.
-_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# Errors about the data of a request, not the database's health: refused by PostgreSQL, or
+# by asyncpg's encoders before anything was sent (a float too large for `real`, a value of
+# the wrong type); the connection stays usable after either.
+_REFUSED = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    TypeError,
+    ValueError,
+    OverflowError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +184,7 @@ class WriteResult:
 
 @dataclass(slots=True)
 class _Pending:
-    rows: Sequence[PositionRow]
+    rows: Sequence[_Row]
     future: asyncio.Future[WriteResult]
 
 
@@ -196,14 +233,22 @@ class PositionWriter:
                     await conn.close(timeout=2)
 
     async def write(self, rows: Sequence[PositionRow]) -> WriteResult:
-        """Store `rows`; returns once they are committed. Raises StoreUnavailable."""
+        """Store `rows`; returns once they are committed. Raises StoreUnavailable, or
+        StoreRefused when these rows (and only these) cannot be stored."""
         if self._closing:
             raise StoreUnavailable("server is shutting down")
         if not rows:
             return WriteResult([], [])
+        try:
+            encoded: list[_Row] = [(*row[:8], orjson.dumps(row[8])) for row in rows]
+        except orjson.JSONEncodeError as exc:
+            # Too deep, an integer past 64 bits, a value JSON cannot hold: this request's
+            # problem alone, found before its rows can join (and fail) a shared batch.
+            log.warning("refused positions whose attributes cannot be encoded: %s", exc)
+            raise StoreRefused(f"attributes cannot be stored: {exc}") from exc
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(rows, future))
-        self._pending_rows += len(rows)
+        self._pending.append(_Pending(encoded, future))
+        self._pending_rows += len(encoded)
         self._wakeup.set()
         return await future
 
@@ -317,7 +362,7 @@ class PositionWriter:
                 "SELECT tracker_ensure_partition($1)", datetime(year, month, 1, tzinfo=UTC)
             )
             self._known_months.add((year, month))
-        newest: dict[int, PositionRow] = {}
+        newest: dict[int, _Row] = {}
         for row in rows:
             current = newest.get(row[0])
             if current is None or row[1] > current[1]:
@@ -367,7 +412,7 @@ class PositionWriter:
 
     @staticmethod
     async def _advance(
-        conn: asyncpg.Connection, newest: dict[int, PositionRow]
+        conn: asyncpg.Connection, newest: dict[int, _Row]
     ) -> set[tuple[int, datetime]]:
         # Lock the devices' rows in one global order: concurrent batches (other writer
         # connections, other workers) then wait for each other instead of deadlocking.
@@ -383,6 +428,6 @@ class PositionWriter:
             [r[5] for r in rows],
             [r[6] for r in rows],
             [r[7] for r in rows],
-            [orjson.dumps(r[8]).decode() for r in rows],
+            [r[8].decode() for r in rows],
         )
         return {(r[0], r[1]) for r in returned}
