@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-export TRACKER_ADMIN_TOKEN=${TRACKER_ADMIN_TOKEN:-$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')}
+# tracker's own tokens never start with '-' (which `--admin-token` below would take for an option).
+export TRACKER_ADMIN_TOKEN=${TRACKER_ADMIN_TOKEN:-$(.venv/bin/python -c 'from tracker.core.tokens import new_token; print(new_token())')}
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 .venv/bin/tracker migrate
@@ -20,7 +21,7 @@ echo "  tracker is running:   http://127.0.0.1:$PORT/"
 echo "  admin token:          $TRACKER_ADMIN_TOKEN   (paste it into the map's sign-in)"
 echo
 if [ "${DEMO_DRIVERS:-5}" != 0 ] && .venv/bin/tracker simulate --help >/dev/null 2>&1; then
-    .venv/bin/tracker simulate --url "http://127.0.0.1:$PORT" --admin-token "$TRACKER_ADMIN_TOKEN" \
+    .venv/bin/tracker simulate --url "http://127.0.0.1:$PORT" --admin-token="$TRACKER_ADMIN_TOKEN" \
         --drivers "${DEMO_DRIVERS:-5}" --speed "${DEMO_SPEED:-2}" &
     demo=$!
 fi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Callable
 
@@ -236,9 +237,45 @@ def _prune(args: argparse.Namespace) -> int:
 EXTRA_COMMANDS.append(_register_prune)
 
 
+# Options whose value is a secret that may begin with `-` (tokens made before tokens.new_token
+# avoided it, or an admin token chosen by hand).
+SECRET_OPTIONS = frozenset({"--token", "--admin-token"})
+_OPTION_LIKE = re.compile(r"--?[A-Za-z][a-z-]*")
+
+
+def join_secret_values(argv: list[str]) -> list[str]:
+    """`--token -pQdR...` as `--token=-pQdR...`, which argparse takes as the value.
+
+    argparse reads any argument starting with `-` as an option, so a token beginning with
+    one got "expected one argument". A next argument that looks like an option name
+    (`--url`, `-h`) or has an `=` (no token does) is left alone.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if (
+            arg in SECRET_OPTIONS
+            and nxt is not None
+            and nxt.startswith("-")
+            and "=" not in nxt
+            and not _OPTION_LIKE.fullmatch(nxt)
+        ):
+            out.append(f"{arg}={nxt}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tracker` console script."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(join_secret_values(sys.argv[1:] if argv is None else argv))
     func: Command = args.func
     try:
         logs.configure(Settings.from_env())
