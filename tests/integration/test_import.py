@@ -124,6 +124,22 @@ async def test_a_gpx_track_keeps_elevation_speed_course_and_hdop(
         assert row["attributes"] == {"hdop": 1.5}
 
 
+async def test_a_gpx_without_time_zones_imports_as_utc(server: Server, db: asyncpg.Pool) -> None:
+    # `tracker import` refused it before ("GPX time without a zone cannot be placed in UTC").
+    path = Path(__file__).parents[1] / "data" / "tracks" / "munich_no_zone.gpx"
+    dev = await add_device(server)
+    tracker = str(Path(sys.executable).with_name("tracker"))
+    args = [tracker, "import", str(path), "--device", dev.unique_id, "--url", server.base_url]
+    env = {**os.environ, "TRACKER_DEVICE_TOKEN": dev.token}
+    done = await asyncio.to_thread(
+        subprocess.run, [*args, "--quiet"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "120 pings sent: 120 stored, 0 duplicates, 0 rejected" in done.stdout
+    rows = await stored_positions(db, dev.unique_id)
+    assert_same_track(rows, tracks.sample_drive()[:120])
+
+
 async def test_the_servers_filters_judge_imported_pings(
     server: Server, db: asyncpg.Pool, tmp_path: Path
 ) -> None:

@@ -88,6 +88,17 @@ def test_gpx11_times_are_made_utc() -> None:
     assert fixes[0].time.utcoffset() is not None
 
 
+def test_gpx_times_without_a_zone_are_utc() -> None:
+    # GPX 1.1: "Date and time ... are in Universal Coordinated Time (UTC)"; some loggers
+    # leave out the Z. The test file is the packaged Munich drive written that way.
+    path = Path(__file__).parents[1] / "data" / "tracks" / "munich_no_zone.gpx"
+    fixes = read_track(path)
+    drive = sample_drive()[:120]
+    assert [f.time for f in fixes] == [f.time for f in drive]
+    assert fixes[0].time == datetime(2014, 9, 10, 4, 54, 7, tzinfo=UTC)
+    assert [(f.lat, f.lon) for f in fixes] == [(f.lat, f.lon) for f in drive]
+
+
 def test_read_track_picks_the_reader_by_extension(tmp_path: Path) -> None:
     gpx = tmp_path / "drive.GPX"
     gpx.write_text(GPX11, encoding="utf-8")

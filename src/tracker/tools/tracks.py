@@ -3,7 +3,9 @@
 CSV needs a header with `time` (or `time_utc`), `lat` and `lon`; `speed` (m/s), `course`
 (degrees), `accuracy` (metres) and `altitude` (metres) are used when present. Times are
 ISO-8601 with a zone or epoch seconds/milliseconds. GPX trackpoints give time, position,
-elevation, and (GPX 1.0) speed and course; HDOP and satellite count go to attributes.
+elevation, and (GPX 1.0) speed and course; HDOP and satellite count go to attributes. A GPX
+time without a zone is UTC: GPX 1.0 and 1.1 define every `<time>` as UTC, and loggers that
+leave out the `Z` write UTC all the same.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import csv
 import io
 import math
 from collections.abc import Iterable
+from datetime import UTC
 from importlib import resources
 from pathlib import Path
 
@@ -101,7 +104,8 @@ def read_gpx(text: str, device_id: int = 0) -> list[Fix]:
                     attrs["sat"] = int(pt.satellites)
                 time = pt.time
                 if time.tzinfo is None:
-                    raise TrackError("GPX time without a zone cannot be placed in UTC")
+                    # GPX defines <time> as UTC; a missing `Z` does not make it local time.
+                    time = time.replace(tzinfo=UTC)
                 fixes.append(
                     Fix(
                         device_id=device_id,
