@@ -216,6 +216,26 @@ class Settings:
         "TRACKER_WS_MAX_PER_TOKEN",
         "WebSocket clients one credential may hold open per process (0 = no limit)",
     )
+    # Hardening (issue 15, harden-b): another customer's address is never shown, one request
+    # cannot hold a worker, and no live frame outgrows what WebSocket clients accept (Python
+    # websockets refuses messages over 1 MiB by default).
+    customer_hide_radius_m: float = _setting(
+        100.0,
+        "TRACKER_CUSTOMER_HIDE_RADIUS_M",
+        "customers do not see the vehicle this close to another customer's stop",
+    )
+    max_path_points: int = _setting(
+        10_000,
+        "TRACKER_MAX_PATH_POINTS",
+        "a route's path is simplified to at most this many points",
+        minimum=2,
+    )
+    ws_max_frame_bytes: int = _setting(
+        256 * 1024,
+        "TRACKER_WS_MAX_FRAME_BYTES",
+        "live frames larger than this are split (a snapshot in parts)",
+        minimum=4096,
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -152,6 +152,47 @@ def test_vehicle_shown_only_on_its_way_here(
     assert (msg["vehicle"] is not None) is visible
 
 
+@pytest.mark.parametrize(
+    ("k", "statuses", "max_away"),
+    [
+        (1, ("arrived", "pending", "pending", "pending"), 1),
+        (2, ("completed", "arrived", "pending", "pending"), 1),
+        (3, ("arrived", "pending", "pending", "pending"), 3),
+        (3, ("completed", "completed", "arrived", "pending"), 1),
+    ],
+)
+def test_vehicle_hidden_while_a_stop_ahead_is_being_served(
+    k: int, statuses: tuple[str, ...], max_away: int
+) -> None:
+    # Within the stops-away limit, but the van is at another customer's door.
+    t = tracked(k, statuses)
+    rule = Rule(max_stops_away=max_away)
+    assert privacy.stops_away(t) <= max_away
+    assert not privacy.vehicle_visible(t, VAN, NOW, rule)
+    assert privacy.customer_message(t, VAN, NOW, rule)["vehicle"] is None
+
+
+def test_vehicle_hidden_near_any_other_stop() -> None:
+    t = tracked(1, ("completed", "pending", "pending", "pending"))
+    stop_1 = route_json()["stops"][0]
+    stop_3 = route_json()["stops"][2]
+    # ~90 m north of stop 1 (done, but the van is still by that address), and at stop 3.
+    by_1 = Position(stop_1["lat"] + 0.0008, stop_1["lon"], NOW - timedelta(seconds=1))
+    at_3 = Position(stop_3["lat"], stop_3["lon"], NOW - timedelta(seconds=1))
+    away = Position(stop_1["lat"] + 0.0012, stop_1["lon"], NOW - timedelta(seconds=1))
+    assert not privacy.vehicle_visible(t, by_1, NOW, RULE)
+    assert not privacy.vehicle_visible(t, at_3, NOW, RULE)
+    assert privacy.vehicle_visible(t, away, NOW, RULE)  # ~130 m: past the hide radius
+    assert privacy.vehicle_visible(t, by_1, NOW, Rule(hide_radius_m=50.0))
+    # The stop's own geofence counts when it is wider than the hide radius.
+    in_fence = Position(stop_1["lat"] + 0.0003, stop_1["lon"], NOW - timedelta(seconds=1))
+    assert not privacy.vehicle_visible(t, in_fence, NOW, Rule(hide_radius_m=0.0))  # 33 m < 40
+    assert privacy.vehicle_visible(t, by_1, NOW, Rule(hide_radius_m=0.0))
+    # Other stops' places never reach the customer.
+    text = orjson.dumps(privacy.customer_message(t, away, NOW, RULE)).decode()
+    assert str(stop_3["lat"]) not in text and str(round(stop_3["lon"], 5)) not in text
+
+
 def test_vehicle_hidden_before_the_drive_and_on_routes_not_active() -> None:
     early = T0 - timedelta(minutes=20)
     # Not started yet: the planned start lies ahead and no stop has moved.

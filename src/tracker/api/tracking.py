@@ -131,7 +131,11 @@ async def _target(rt: Runtime, token: str) -> TrackingTarget | None:
 
 def rule(settings: Settings) -> Rule:
     """The visibility rule of this server's settings."""
-    return Rule(max_stops_away=settings.customer_max_stops_away, arriving_s=settings.arriving_s)
+    return Rule(
+        max_stops_away=settings.customer_max_stops_away,
+        arriving_s=settings.arriving_s,
+        hide_radius_m=settings.customer_hide_radius_m,
+    )
 
 
 def _position(vehicle: Vehicle) -> Position | None:

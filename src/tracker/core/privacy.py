@@ -4,8 +4,12 @@ A customer holds a link to one stop. Their channel carries this stop's destinati
 status as a customer-facing phase, its ETA, and the vehicle's position only while the
 vehicle is on its way here: the route is active, has started, and at most
 `max_stops_away` stops that are not done come before this one (0: only while this is the
-next stop), or the driver is at this stop. Nothing else leaves: no other stop, recipient,
-route path, device or internal id, and once the stop is done never a position again.
+next stop), or the driver is at this stop. Even then the position is hidden while the
+vehicle is at another customer's address: while a stop before this one is being served
+(arrived), and while the vehicle is within `hide_radius_m` (or that stop's own geofence
+radius, if larger) of any other stop of the route, so no customer ever sees where another
+one lives. Nothing else leaves: no other stop, recipient, route path, device or internal
+id, and once the stop is done never a position again.
 
 `TrackedStop` is what the server remembers of one customer's stop: built from the Route
 JSON (`from_route`), then kept current from later route summaries (`merge_route`) and route
@@ -22,6 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from tracker.core.filters import haversine_m
 from tracker.core.model import EventType, JsonDict, StopStatus
 
 # Customer-facing phases, in the order a delivery goes through them.
@@ -64,6 +69,9 @@ class Rule:
     # A vehicle fix from longer than this before the planned start is not this route's drive
     # (yesterday's last position, the driver's home): it is never shown.
     lead_s: float = 1800.0
+    # Closer than this to another customer's stop, the vehicle is not shown (it is at their
+    # address, or about to be). TRACKER_CUSTOMER_HIDE_RADIUS_M
+    hide_radius_m: float = 100.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +102,9 @@ class TrackedStop:
     done_at: datetime | None
     # (stop id, status) of every stop sequenced before this one, in order.
     ahead: tuple[tuple[int, str], ...]
+    # (lat, lon, geofence radius) of every other stop of the route: where the vehicle must
+    # not be shown. Server-side only, like everything here but `customer_message`'s output.
+    others: tuple[tuple[float, float, float], ...] = ()
 
     @property
     def done(self) -> bool:
@@ -150,7 +161,20 @@ def from_route(route: Mapping[str, Any], stop_id: int) -> TrackedStop | None:
         arrived_at=_time(own.get("arrived_at")),
         done_at=_time(own.get("completed_at")) if status in StopStatus.DONE else None,
         ahead=tuple((int(s["id"]), str(s.get("status"))) for s in stops[:k]),
+        others=tuple(p for i, s in enumerate(stops) if i != k and (p := _place(s)) is not None),
     )
+
+
+def _place(stop: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    try:
+        radius = stop.get("radius_m")
+        return (
+            float(stop["lat"]),
+            float(stop["lon"]),
+            float(radius) if isinstance(radius, int | float) else 0.0,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _forward(current: str, new: str) -> str:
@@ -233,6 +257,20 @@ def stops_away(tracked: TrackedStop) -> int:
     return sum(1 for _, status in tracked.ahead if status not in StopStatus.DONE)
 
 
+def serving_ahead(tracked: TrackedStop) -> bool:
+    """Whether a stop before this one is being served (the driver is at that address)."""
+    return any(status == StopStatus.ARRIVED for _, status in tracked.ahead)
+
+
+def near_another_stop(tracked: TrackedStop, vehicle: Position, rule: Rule) -> bool:
+    """Whether the vehicle is within `hide_radius_m` (or the stop's geofence, if larger) of
+    another stop of the route: another customer's address."""
+    return any(
+        haversine_m(vehicle.lat, vehicle.lon, lat, lon) <= max(radius, rule.hide_radius_m)
+        for lat, lon, radius in tracked.others
+    )
+
+
 def started(tracked: TrackedStop, now: datetime) -> bool:
     """Whether the route's drive has begun: its planned start passed or a stop progressed."""
     if now >= tracked.planned_start or tracked.status != StopStatus.PENDING:
@@ -266,7 +304,8 @@ def vehicle_visible(
     rule: Rule,
     driving_route: int | None = None,
 ) -> bool:
-    """The rule: the vehicle is shown only while it is on its way to (or at) this stop.
+    """The rule: the vehicle is shown only while it is on its way to (or at) this stop,
+    and not while it is at another customer's stop.
 
     `driving_route` is the route the vehicle is driving now (its device's newest active
     route), when known: a vehicle that moved on to another route is not on its way here,
@@ -280,7 +319,10 @@ def vehicle_visible(
         return False
     if tracked.status == StopStatus.ARRIVED:
         return True
-    return started(tracked, now) and stops_away(tracked) <= rule.max_stops_away
+    if not started(tracked, now) or stops_away(tracked) > rule.max_stops_away:
+        return False
+    # On its way here, but at (or by) someone else's door: their address must not show.
+    return not serving_ahead(tracked) and not near_another_stop(tracked, vehicle, rule)
 
 
 def _iso(value: datetime | None) -> str | None:
