@@ -4,7 +4,8 @@
  *
  * Protocol (v1): the server sends a "snapshot" (every vehicle) on connect and after a
  * {"type":"resync"} request, then "delta" frames with the latest state of the vehicles
- * that changed and the route events since the last frame. A close with code 4401 means
+ * that changed and the route events since the last frame. A large fleet's snapshot comes
+ * in parts ("part" 0, 1, ..., the last with "final": true), applied together. A close with code 4401 means
  * the session is not (or no longer) valid. Everything shown to the user is set with
  * textContent: names come from whoever registered the device or planned the route.
  */
@@ -487,6 +488,7 @@
     this.frameRequested = false;
     this.state = "connecting";
     this.frames = 0;
+    this.partial = null; // vehicles of a snapshot arriving in parts
     this.selected = null; // id of the vehicle whose route is drawn
     this.stopNames = new Map(); // stop id -> label, for routes vehicles have replaced
 
@@ -566,6 +568,7 @@
     var socket = new WebSocket(scheme + "//" + location.host + this.config.wsPath);
     var opened = false;
     this.socket = socket;
+    this.partial = null;
     this.showState(this.attempt === 0 ? "connecting" : "reconnecting");
 
     socket.onopen = function () {
@@ -637,15 +640,31 @@
     if (isFinite(serverMs)) this.clockOffsetMs = serverMs - Date.now();
     this.frames += 1;
     if (msg.type === "snapshot") {
+      var vehicles = this.snapshotPart(msg);
+      if (!vehicles) return; // more parts to come
       this.attempt = 0;
       this.retryAt = 0;
-      this.applySnapshot(msg.vehicles || []);
+      this.applySnapshot(vehicles);
       this.showState("live");
     } else if (msg.type === "delta") {
       (msg.vehicles || []).forEach(this.upsert, this);
       // After the vehicles: names and routes are then those the events refer to.
       this.addEvents(msg.events);
     }
+  };
+
+  /** The whole snapshot once its last part is in (a one-frame snapshot has no "part"). */
+  LiveMap.prototype.snapshotPart = function (msg) {
+    var vehicles = msg.vehicles || [];
+    if (msg.part === undefined) return vehicles;
+    // Part 0 starts a snapshot afresh (an unfinished older one is dropped).
+    if (msg.part === 0) this.partial = [];
+    if (!this.partial) return null; // a part whose start this socket never saw
+    for (var i = 0; i < vehicles.length; i++) this.partial.push(vehicles[i]);
+    if (msg.final !== true) return null;
+    var whole = this.partial;
+    this.partial = null;
+    return whole;
   };
 
   // ---- sign-in --------------------------------------------------------------------

@@ -16,11 +16,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import uvicorn
 from playwright.async_api import Page, expect
+from websockets.asyncio.client import connect
 
-from tests.conftest import ADMIN_TOKEN, ARTIFACTS, DeviceCreds, Server, add_device
+from tests.conftest import ADMIN_TOKEN, ARTIFACTS, DeviceCreds, Server, ServerFactory, add_device
 from tests.e2e.conftest import TILES, BrowserTab
 from tracker.api.app import create_app
 from tracker.core.model import Fix
@@ -380,3 +382,31 @@ async def test_page_and_assets_are_served_locally(srv: Server) -> None:
             "/static/%2e%2e/src/tracker/pages.py",
         ):
             assert (await client.get(path)).status_code == 404, path
+
+
+async def test_a_snapshot_in_parts_shows_every_vehicle(
+    tab: BrowserTab, server_factory: ServerFactory
+) -> None:
+    # The smallest frame limit: 60 vehicles with long names need a dozen snapshot parts.
+    srv = await server_factory(
+        tile_url=TILES, tile_attribution="Test tiles", ws_max_frame_bytes=4096
+    )
+    now = datetime.now(UTC)
+    devices = [await add_device(srv, name=f"Lieferwagen {'Ü' * 150} {k}") for k in range(60)]
+    for k, device in enumerate(devices):
+        fix = Fix(0, now, 48.10 + k * 0.001, 11.50 + k * 0.001)
+        await post_fix(srv, device, fix, now - timedelta(seconds=5))
+    async with connect(f"{srv.ws_url}/ws/dispatch?token={ADMIN_TOKEN}") as ws:
+        first = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert first["type"] == "snapshot" and first["part"] == 0 and first["final"] is False
+
+    page = await open_signed_in(tab, srv)
+    ids = [d.unique_id for d in devices]
+    shown = "ids => ids.filter(id => window.trackerMap.vehicles.has(id)).length"
+    assert await page.evaluate(shown, ids) == 60
+    await expect(page.locator(f'.vehicle-marker[data-id="{ids[59]}"]')).to_be_visible()
+    # A resync (after a dropped connection) assembles the parts again.
+    await page.evaluate("() => window.trackerMap.dropConnection()")
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=TIMEOUT_MS)
+    assert await page.evaluate(shown, ids) == 60
+    only_tiles_left_the_machine(tab)

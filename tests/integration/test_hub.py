@@ -58,7 +58,9 @@ async def drain(ws: ClientConnection, seen: dict[str, float], frames: list[int])
 
 
 async def test_slow_client_never_delays_a_fast_one(server_factory: ServerFactory) -> None:
-    srv = await server_factory(tick_ms=100.0, ws_stuck_s=3.0)
+    # Frames of ~1 MB: one per tick, not split in parts (TRACKER_WS_MAX_FRAME_BYTES), so
+    # frames can be counted against ticks below.
+    srv = await server_factory(tick_ms=100.0, ws_stuck_s=3.0, ws_max_frame_bytes=16 << 20)
     hub = srv.runtime.hub
     bus = srv.runtime.bus
     url = f"{srv.ws_url}/ws/dispatch?token={ADMIN_TOKEN}"

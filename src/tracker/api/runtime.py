@@ -59,6 +59,7 @@ class Runtime:
             with_routes(pool, lambda: load_vehicles(pool), lambda: hub),
             settings.tick_ms / 1000.0,
             settings.ws_stuck_s,
+            max_frame_bytes=settings.ws_max_frame_bytes,
         )
         bus.subscribe(hub.on_bus)
         bus.on_resumed(hub.on_bus_resumed)

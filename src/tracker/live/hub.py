@@ -7,6 +7,14 @@ frame: it folds the changes into its own pending set, latest state per vehicle w
 later gets one catch-up frame encoded just for it. So a slow client receives fewer, fresher
 frames, costs memory bounded by the fleet size, and never delays the others; one whose write
 makes no progress for `stuck_s` is disconnected.
+
+No frame is larger than `max_frame_bytes` (WebSocket clients cap what they accept: Python
+websockets at 1 MiB by default, which a snapshot of a few hundred vehicles passed). A larger
+snapshot goes out as consecutive parts, `{"type": "snapshot", "part": 0, "final": false,
+"vehicles": [...]}` ... `{"part": n - 1, "final": true}`, which the client applies together
+once the final one arrived; a snapshot that fits one frame is sent as before (no `part`). A
+larger delta goes out as several deltas, each complete by itself (vehicles first, then the
+events in order).
 """
 
 from __future__ import annotations
@@ -44,6 +52,10 @@ DISPATCH = "dispatch"
 TRACK = "track"
 # Client messages answered out of band (pongs) beyond this many waiting are dropped.
 MAX_CONTROL = 8
+# What a frame may hold by default: a quarter of the 1 MiB Python websockets clients accept.
+MAX_FRAME_BYTES = 256 * 1024
+# Room left in each part for the `part` and `final` keys added after the split.
+_PART_MARGIN = 64
 
 VehicleLoader = Callable[[], Awaitable[list[Vehicle]]]
 Clock = Callable[[], float]
@@ -52,6 +64,73 @@ Clock = Callable[[], float]
 def encode(message: Message) -> str:
     """JSON text of a message (ASGI text frames take str)."""
     return orjson.dumps(message).decode()
+
+
+def _size(text: str) -> int:
+    # The frame's UTF-8 length; text is mostly ASCII, where that is the number of characters.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _fits(text: str, limit: int) -> bool:
+    # Characters bound the UTF-8 length from below and (x4) from above: most frames are
+    # decided without encoding them again.
+    if len(text) > limit:
+        return False
+    return len(text) * 4 <= limit or _size(text) <= limit
+
+
+def _split(
+    message: Message, keys: tuple[str, ...], encoder: Callable[[Message], str], limit: int
+) -> list[Message]:
+    """`message` as consecutive messages whose `keys` lists, concatenated in order, are the
+    original's, each encoding to at most `limit` bytes where one item allows."""
+    items = [(key, item) for key in keys for item in message.get(key) or ()]
+
+    def build(chunk: list[tuple[str, Any]]) -> Message:
+        return {**message, **{key: [item for k, item in chunk if k == key] for key in keys}}
+
+    # Greedy by each item's JSON size (a separator each), under what the envelope leaves.
+    room = limit - _size(encoder(build([])))
+    chunks: list[list[tuple[str, Any]]] = [[]]
+    used = 0
+    for entry in items:
+        size = len(orjson.dumps(entry[1])) + 1
+        if chunks[-1] and used + size > room:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(entry)
+        used += size
+    if encoder is encode:
+        # Plain JSON: the sizes above are exact, no need to encode every part twice.
+        return [build(chunk) for chunk in chunks]
+    out: list[Message] = []
+    todo = chunks[::-1]
+    while todo:
+        chunk = todo.pop()
+        part = build(chunk)
+        # A channel encoder that writes items differently than plain JSON: halve until it
+        # fits, or is one item (which then travels alone, however large).
+        if len(chunk) > 1 and not _fits(encoder(part), limit):
+            half = len(chunk) // 2
+            todo.extend((chunk[half:], chunk[:half]))
+            continue
+        out.append(part)
+    return out
+
+
+def frames(message: Message, encoder: Callable[[Message], str], max_bytes: int) -> list[str]:
+    """`message` encoded as one frame, or, past `max_bytes`, as several (module docstring)."""
+    text = encoder(message)
+    if _fits(text, max_bytes):
+        return [text]
+    kind = message.get("type")
+    if kind == "snapshot":
+        parts = _split(message, ("vehicles",), encoder, max_bytes - _PART_MARGIN)
+        last = len(parts) - 1
+        return [encoder({**m, "part": k, "final": k == last}) for k, m in enumerate(parts)]
+    if kind == "delta":
+        return [encoder(m) for m in _split(message, ("vehicles", "events"), encoder, max_bytes)]
+    return [text]
 
 
 def channel_kind(key: str) -> str:
@@ -89,37 +168,41 @@ class Subscriber:
         self._counted = True  # in the clients gauge until unsubscribed
         self._control: deque[tuple[str, str]] = deque()
         self._pending: Changes | None = None
-        self._frame: str | None = None
+        self._frames: list[str] | None = None
+        # The rest of a frame sent in parts: written before anything else.
+        self._sending: deque[str] = deque()
         self._own = False  # whether _pending is a private copy this subscriber may change
         self._wake = asyncio.Event()
         self.task = asyncio.create_task(self._run(), name="hub-subscriber")
 
-    def offer(self, changes: Changes, frame: str) -> None:
-        """A channel's frame for this tick; merged into what is waiting if anything is."""
+    def offer(self, changes: Changes, frames: list[str]) -> None:
+        """A channel's frames for this tick; merged into what is waiting if anything is."""
         if self._pending is None:
-            self._pending, self._frame, self._own = changes, frame, False
+            self._pending, self._frames, self._own = changes, frames, False
         else:
             if not self._own:
                 self._pending, self._own = self._pending.copy(), True
             self._pending.merge(changes)
-            self._frame = None
+            self._frames = None
             self.frames_merged += 1
             self._merged_metric.inc()
         if self.live:
             self._wake.set()
 
-    def reset(self, snapshot: str) -> None:
-        """Queue a snapshot. It holds every vehicle's latest state, so waiting vehicle
-        changes are dropped (waiting events still follow it), as is an older snapshot."""
+    def reset(self, snapshot: str | list[str]) -> None:
+        """Queue a snapshot (one frame, or its parts in order). It holds every vehicle's
+        latest state, so waiting vehicle changes are dropped (waiting events still follow
+        it), as is an older snapshot, or what of one was not sent yet."""
         if self._pending is not None:
             if self._pending.events:
                 kept = Changes(self._pending.max_events, {}, list(self._pending.events))
                 self._pending, self._own = kept, True
             else:
                 self._pending = None
-            self._frame = None
+            self._frames = None
         self._control = deque(item for item in self._control if item[0] != "snapshot")
-        self._control.append(("snapshot", snapshot))
+        parts = [snapshot] if isinstance(snapshot, str) else snapshot
+        self._control.extend(("snapshot", part) for part in parts)
         self.live = True
         self._wake.set()
 
@@ -143,12 +226,17 @@ class Subscriber:
             self.sink.abort()
 
     def _next(self) -> str | None:
+        if self._sending:
+            return self._sending.popleft()
         if self._control:
             return self._control.popleft()[1]
         if self._pending is not None and self.live:
-            text = self._frame or self.channel.encode(delta_message(self.hub.now(), self._pending))
-            self._pending = self._frame = None
-            return text
+            texts = self._frames or self.channel.frames(
+                delta_message(self.hub.now(), self._pending)
+            )
+            self._pending = self._frames = None
+            self._sending.extend(texts[1:])
+            return texts[0]
         return None
 
     async def _run(self) -> None:
@@ -178,11 +266,17 @@ class Channel:
     changes, and its encoder (one encode per tick, shared by all its sockets)."""
 
     def __init__(
-        self, key: str, view: View, max_events: int, encoder: Callable[[Message], str] = encode
+        self,
+        key: str,
+        view: View,
+        max_events: int,
+        encoder: Callable[[Message], str] = encode,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
     ) -> None:
         self.key = key
         self.view = view
         self.encode = encoder
+        self.max_frame_bytes = max_frame_bytes
         self.subscribers: dict[Subscriber, None] = {}  # insertion-ordered set
         self._max_events = max_events
         self.pending = Changes(max_events)
@@ -197,19 +291,23 @@ class Channel:
         self.pending.add(seen)
         return True
 
+    def frames(self, message: Message) -> list[str]:
+        """`message` in this channel's encoding, in frames of at most `max_frame_bytes`."""
+        return frames(message, self.encode, self.max_frame_bytes)
+
     def flush(self, now: datetime) -> None:
-        """Encode the pending changes once and offer the frame to every subscriber."""
+        """Encode the pending changes once and offer the frames to every subscriber."""
         if not self.pending:
             return
         changes, self.pending = self.pending, Changes(self._max_events)
-        frame = self.encode(delta_message(now, changes))
+        texts = self.frames(delta_message(now, changes))
         for sub in list(self.subscribers):
-            sub.offer(changes, frame)
+            sub.offer(changes, texts)
 
-    def snapshot(self, now: datetime, vehicles: list[Vehicle]) -> str:
-        """The encoded snapshot of the vehicles this channel shows."""
+    def snapshot(self, now: datetime, vehicles: list[Vehicle]) -> list[str]:
+        """The encoded snapshot of the vehicles this channel shows (its parts, in order)."""
         shown = (self.view.vehicle(v) for v in vehicles)
-        return self.encode(snapshot_message(now, (v for v in shown if v is not None)))
+        return self.frames(snapshot_message(now, (v for v in shown if v is not None)))
 
     def discard(self, sub: Subscriber) -> None:
         self.subscribers.pop(sub, None)
@@ -225,9 +323,11 @@ class Hub:
         stuck_s: float = 10.0,
         max_events: int = 500,
         clock: Clock = time.monotonic,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
     ) -> None:
         self.fleet = Fleet()
         self.tick_s = tick_s
+        self.max_frame_bytes = max_frame_bytes
         self.stuck_s = stuck_s
         self.clock = clock
         self.channels: dict[str, Channel] = {}
@@ -255,7 +355,9 @@ class Hub:
         `encoder` (what its frames look like) unless it exists already."""
         found = self.channels.get(key)
         if found is None:
-            found = Channel(key, view or FleetView(), self._max_events, encoder)
+            found = Channel(
+                key, view or FleetView(), self._max_events, encoder, self.max_frame_bytes
+            )
             self.channels[key] = found
             device = getattr(found.view, "device", None)
             if isinstance(device, str):
