@@ -84,3 +84,55 @@ def test_without_a_path_the_stops_are_joined_in_sequence() -> None:
     assert route_path(stops, GOOGLE) == (GOOGLE_POINTS, False)
     with pytest.raises(PathError):
         from_stops(stops[:1])
+
+
+def test_long_paths_are_simplified_to_the_limit_keeping_their_own_points() -> None:
+    import math
+
+    from tracker.core.pathcodec import simplified
+
+    # A real-looking drive: a spiral, a point every few metres, 50,000 of them.
+    path = tuple(
+        (
+            48.1 + (5e-4 + k * 2e-7) * math.sin(k / 2000) * 0.67,
+            11.5 + (5e-4 + k * 2e-7) * math.cos(k / 2000),
+        )
+        for k in range(50_000)
+    )
+    out = simplified(path, 1000)
+    assert 2 <= len(out) <= 1000
+    assert set(out) <= set(path) and out[0] == path[0] and out[-1] == path[-1]
+    assert [path.index(p) for p in out] == sorted(path.index(p) for p in out)
+    assert simplified(path[:900], 1000) == path[:900]  # within the limit: unchanged
+
+
+def test_a_hostile_zigzag_is_simplified_quickly() -> None:
+    import time
+
+    from tracker.core.pathcodec import simplified
+
+    # Douglas-Peucker is quadratic on a zig-zag; the sections keep it bounded.
+    path = tuple((48.0 + (k % 2) * 1e-5, 11.0 + k * 1e-5) for k in range(200_000))
+    started = time.perf_counter()
+    out = simplified(path, 10_000)
+    assert time.perf_counter() - started < 10.0
+    assert 2 <= len(out) <= 10_000 and out[0] == path[0] and out[-1] == path[-1]
+    for limit in (2, 3, 50):
+        assert 2 <= len(simplified(path, limit)) <= limit
+
+
+def test_a_closed_loop_never_collapses_to_one_point() -> None:
+    import math
+
+    from tracker.core.pathcodec import simplified
+
+    loop = tuple(
+        (
+            48.1 + 0.01 * math.sin(2 * math.pi * k / 999),
+            11.5 + 0.01 * math.cos(2 * math.pi * k / 999),
+        )
+        for k in range(1000)
+    )
+    for limit in (2, 10, 100):
+        out = simplified(loop, limit)
+        assert 2 <= len(out) <= limit and len(set(out)) >= 2

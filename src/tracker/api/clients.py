@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tracker import metrics
+from tracker import metrics, offload
 from tracker.api import throttle
 from tracker.api.body import read_body
 from tracker.api.guards import runtime, unavailable
@@ -126,7 +126,9 @@ async def osmand_positions(request: Request) -> Response:
     rt = runtime(request)
     proto = await protocol_request(request, rt.settings.max_body_bytes)
     try:
-        decoded = osmand.decode(proto, datetime.now(UTC))
+        decoded = await offload.run(
+            len(proto.body) >= offload.HEAVY_BYTES, osmand.decode, proto, datetime.now(UTC)
+        )
     except ProtocolError as exc:
         raise ApiError(exc.status, "invalid_request", exc.message) from exc
     assert decoded.device_key is not None  # the decoder refuses a request without an id
@@ -185,7 +187,9 @@ async def owntracks_positions(request: Request) -> Response:
     device = await _owntracks_device(rt, proto)
     throttle.check_device(rt, device)
     try:
-        decoded = owntracks.decode(proto, datetime.now(UTC))
+        decoded = await offload.run(
+            len(proto.body) >= offload.HEAVY_BYTES, owntracks.decode, proto, datetime.now(UTC)
+        )
     except ProtocolError as exc:
         raise ApiError(exc.status, "invalid_request", exc.message) from exc
     await _ingest(rt, "owntracks", device, decoded)
@@ -202,7 +206,9 @@ async def _overland(request: Request) -> Reply:
     throttle.check_device(rt, device)
     proto = await protocol_request(request, rt.settings.max_body_bytes)
     try:
-        decoded = overland.decode(proto, datetime.now(UTC))
+        decoded = await offload.run(
+            len(proto.body) >= offload.HEAVY_BYTES, overland.decode, proto, datetime.now(UTC)
+        )
     except ProtocolError as exc:
         raise ApiError(exc.status, "invalid_request", exc.message) from exc
     count = len(decoded.fixes) + len(decoded.rejects)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from tracker import metrics
+from tracker import metrics, offload
 from tracker.api import throttle
 from tracker.api.guards import unavailable
 from tracker.api.responses import ApiError
@@ -81,7 +81,9 @@ async def ingest_native(
     device = await authenticate_device(rt, bearer(auth.decode("latin-1") if auth else None))
     throttle.check_device(rt, device)
     try:
-        decoded = native.decode(
+        decoded = await offload.run(
+            len(body) >= offload.HEAVY_BYTES,
+            native.decode,
             ProtoRequest(method="POST", body=body),
             datetime.now(UTC),
             rt.settings.max_batch,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -125,8 +126,18 @@ def parse_stop(item: object, seq: int) -> Stop:
     )
 
 
-def parse_path(value: object, stops: list[Stop]) -> tuple[tuple[tuple[float, float], ...], bool]:
-    """The planned path and whether it is the straight-line stand-in (no path given)."""
+def parse_path(
+    value: object, stops: list[Stop], max_points: int | None = None
+) -> tuple[tuple[tuple[float, float], ...], bool]:
+    """The planned path and whether it is the straight-line stand-in (no path given),
+    simplified to at most `max_points` points when given."""
+    path, straight_line = _decode_path(value, stops)
+    if max_points is not None:
+        path = pathcodec.simplified(path, max_points)
+    return path, straight_line
+
+
+def _decode_path(value: object, stops: list[Stop]) -> tuple[tuple[tuple[float, float], ...], bool]:
     try:
         if value is None:
             return pathcodec.route_path(stops, None)
@@ -163,7 +174,11 @@ async def create_route(request: Request) -> Response:
     if len(raw_stops) > MAX_STOPS:
         raise _invalid(f"stops: at most {MAX_STOPS}")
     stops = [parse_stop(item, k + 1) for k, item in enumerate(raw_stops)]
-    path, straight_line = parse_path(data.get("path"), stops)
+    # Decoding, checking and simplifying a long path takes seconds of CPU (a million
+    # points: 12 s): in a thread, so the worker keeps answering everyone else meanwhile.
+    path, straight_line = await asyncio.to_thread(
+        parse_path, data.get("path"), stops, rt.settings.max_path_points
+    )
     # Each stop's customer tracking link: shown in this reply only, stored as a digest.
     links, digests = new_tokens(len(stops))
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -99,6 +100,10 @@ class Runtime:
                 ),
                 "retention",
             )
+        # Everything built so far lives as long as the process: out of the collector's
+        # reach, a full collection (set off by any request allocating a lot) no longer
+        # walks it, a pause of about 0.1-0.2 s for every request in the worker.
+        gc.freeze()
         return rt
 
     def spawn(self, coro: Any, name: str) -> None:

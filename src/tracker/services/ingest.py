@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tracker import offload
 from tracker.core import filters
 from tracker.core.model import Fix, Reject
 from tracker.live.bus import Bus
@@ -57,6 +58,32 @@ def position_message(device: Device, fix: Fix) -> dict[str, Any]:
     }
 
 
+def _screened(
+    device_id: int,
+    fixes: list[tuple[int, Fix]],
+    last: Fix | None,
+    now: datetime,
+    cfg: filters.FilterConfig,
+) -> tuple[list[tuple[int, Fix]], list[Reject], list[PositionRow]]:
+    """The filters' verdicts on a device's fixes, and the accepted ones as rows to store."""
+    accepted, rejects = filters.screen(fixes, last, now, cfg)
+    rows: list[PositionRow] = [
+        (
+            device_id,
+            f.time,
+            now,
+            (f.lon, f.lat),
+            f.speed,
+            f.course,
+            f.accuracy,
+            f.altitude,
+            f.attributes,
+        )
+        for _, f in accepted
+    ]
+    return accepted, rejects, rows
+
+
 class IngestService:
     """Stores a device's decoded pings and publishes the ones that moved it forward."""
 
@@ -73,24 +100,15 @@ class IngestService:
         # Fixes from protocols that name the device in the payload carry device_id 0 until
         # here: the rows get the device's id below, and only fixes handed on to hooks are
         # copied with it (a copy costs ~4 µs a ping, so the native decoder sets it itself).
-        accepted, rejects = filters.screen(decoded.fixes, self._last.get(device.id), now, self._cfg)
+        # Thousands of pings take a good part of a second to filter: in a thread then.
+        heavy = len(decoded.fixes) >= offload.HEAVY_ITEMS
+        last = self._last.get(device.id)
+        accepted, rejects, rows = await offload.run(
+            heavy, _screened, device.id, decoded.fixes, last, now, self._cfg
+        )
         result = IngestResult(rejects=sorted(decoded.rejects + rejects, key=lambda r: r.index))
         if not accepted:
             return result
-        rows: list[PositionRow] = [
-            (
-                device.id,
-                f.time,
-                now,
-                (f.lon, f.lat),
-                f.speed,
-                f.course,
-                f.accuracy,
-                f.altitude,
-                f.attributes,
-            )
-            for _, f in accepted
-        ]
         written = await self._writer.write(rows)
         result.stored = sum(written.stored)
         result.duplicates = len(accepted) - result.stored

@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from tracker import metrics
+from tracker import metrics, offload
 from tracker.store.db import DB_ERRORS, init_connection
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,23 @@ async def init_writer_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+def _encoded(rows: Sequence[PositionRow]) -> list[_Row]:
+    return [(*row[:8], orjson.dumps(row[8])) for row in rows]
+
+
+# Rows per COPY call: asyncpg encodes a call's records on the event loop, 10,000 fat rows
+# in one go held it for over 100 ms; a batch is several calls in the same transaction.
+_COPY_ROWS = 2000
+
+
+async def _copy(
+    conn: asyncpg.Connection, table: str, records: Sequence[tuple[Any, ...]], columns: Sequence[str]
+) -> None:
+    for start in range(0, len(records), _COPY_ROWS):
+        chunk = records[start : start + _COPY_ROWS]
+        await conn.copy_records_to_table(table, records=chunk, columns=columns)
+
+
 class StoreUnavailable(Exception):
     """The database could not commit the rows; the client should retry later."""
 
@@ -240,7 +257,7 @@ class PositionWriter:
         if not rows:
             return WriteResult([], [])
         try:
-            encoded: list[_Row] = [(*row[:8], orjson.dumps(row[8])) for row in rows]
+            encoded = await offload.run(len(rows) >= offload.HEAVY_ITEMS, _encoded, rows)
         except orjson.JSONEncodeError as exc:
             # Too deep, an integer past 64 bits, a value JSON cannot hold: this request's
             # problem alone, found before its rows can join (and fail) a shared batch.
@@ -306,7 +323,9 @@ class PositionWriter:
                     item.future.set_result(result)
         except _REFUSED as exc:
             metrics.COMMITS_FAILED.labels("refused").inc()
-            log.warning("database refused a request's positions: %s", exc)
+            # An encoder's TypeError could also be a bug of ours: keep its traceback.
+            bug = not isinstance(exc, asyncpg.PostgresError)
+            log.warning("database refused a request's positions: %s", exc, exc_info=bug)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(StoreRefused(type(exc).__name__))
@@ -329,7 +348,8 @@ class PositionWriter:
             [result] = await self._commit_retrying([item], conn)
         except _REFUSED as exc:
             metrics.COMMITS_FAILED.labels("refused").inc()
-            log.warning("database refused a request's positions: %s", exc)
+            bug = not isinstance(exc, asyncpg.PostgresError)
+            log.warning("database refused a request's positions: %s", exc, exc_info=bug)
             item.future.set_exception(StoreRefused(type(exc).__name__))
         else:
             metrics.COMMIT_ROWS.observe(len(item.rows))
@@ -370,22 +390,14 @@ class PositionWriter:
         inserted: set[tuple[int, datetime]] | None = None
         try:
             async with conn.transaction():
-                await conn.copy_records_to_table(
-                    "positions",
-                    records=rows,
-                    columns=POSITION_COLUMNS,
-                )
+                await _copy(conn, "positions", rows, POSITION_COLUMNS)
                 advanced = await self._advance(conn, newest)
         except asyncpg.UniqueViolationError:
             async with conn.transaction():
-                await conn.copy_records_to_table(
-                    "ingest_stage",
-                    records=[
-                        (seq, r[0], r[1], r[2], r[3][0], r[3][1], *r[4:])
-                        for seq, r in enumerate(rows)
-                    ],
-                    columns=_STAGE_COLUMNS,
-                )
+                staged = [
+                    (seq, r[0], r[1], r[2], r[3][0], r[3][1], *r[4:]) for seq, r in enumerate(rows)
+                ]
+                await _copy(conn, "ingest_stage", staged, _STAGE_COLUMNS)
                 inserted = {(r[0], r[1]) for r in await conn.fetch(_MOVE)}
                 advanced = await self._advance(conn, newest)
         results: list[WriteResult] = []
