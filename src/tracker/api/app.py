@@ -24,6 +24,7 @@ from tracker.api import (
     openapi,
     osmand_listener,
     pages,
+    sessions,
     throttle,
     tracking,
     webhooks,
@@ -119,9 +120,7 @@ def routes() -> list[BaseRoute]:
         # Anything below /t/ is taken as a link: every wrong one gets the same 404 page.
         Route("/t/{token:any}", tracking.tracking_page, methods=["GET"]),
         WebSocketRoute("/ws/track/{token}", tracking.track_feed),
-        Route("/api/v1/session", live.create_session, methods=["POST"]),
-        Route("/api/v1/session", live.read_session, methods=["GET"]),
-        Route("/api/v1/session", live.delete_session, methods=["DELETE"]),
+        *sessions.ROUTES,
         WebSocketRoute("/ws/dispatch", live.dispatch_feed),
         *pages.routes(),  # last: it mounts /static
     ]

@@ -68,6 +68,12 @@ class Runtime:
             max_speed_mps=settings.max_speed_mps,
             max_age_s=settings.retention_days * 86400.0 or None,
         )
+        auth = Authenticator(
+            pool, settings.admin_token, settings.auth_cache_s, settings.auth_cache_size, bus
+        )
+        # Credential changes travel on the bus: every instance forgets and disconnects.
+        bus.subscribe(auth.on_bus)
+        bus.on_resumed(auth.on_bus_resumed)
         ingest = IngestService(writer, bus, cfg)
         routing = RoutingService(
             pool, bus, EtaConfig(arriving_s=settings.arriving_s), settings.route_cache_s
@@ -80,7 +86,7 @@ class Runtime:
             pool=pool,
             writer=writer,
             bus=bus,
-            auth=Authenticator(pool, settings.admin_token, settings.auth_cache_s),
+            auth=auth,
             ingest=ingest,
             hub=hub,
             routing=routing,
