@@ -69,7 +69,8 @@ async def closed_within(ws: ClientConnection, started: float, limit_s: float) ->
 
 
 async def key_id_of(db: asyncpg.Pool, key: str) -> int:
-    found: int = await db.fetchval("SELECT id FROM api_keys WHERE key_hash = $1", tokens.digest(key))
+    digest = tokens.digest(key)
+    found: int = await db.fetchval("SELECT id FROM api_keys WHERE key_hash = $1", digest)
     return found
 
 
