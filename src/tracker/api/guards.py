@@ -7,6 +7,7 @@ from starlette.requests import HTTPConnection
 from tracker.api.origin import UNSAFE_METHODS, same_origin
 from tracker.api.responses import ApiError
 from tracker.api.runtime import Runtime
+from tracker.api.slowbody import AUTHENTICATED
 from tracker.services.auth import ADMIN, Principal, bearer
 from tracker.store.db import DB_ERRORS
 
@@ -14,8 +15,6 @@ from tracker.store.db import DB_ERRORS
 # sessions live in PostgreSQL (sql/008_sessions.sql), end on sign-out, on revocation and
 # with their key, on every instance at once.
 SESSION_COOKIE = "tracker_session"
-# Request state: the caller proved who it is (bodies of such callers are not bounded).
-AUTHENTICATED = "tracker.authenticated"
 
 
 def runtime(conn: HTTPConnection) -> Runtime:

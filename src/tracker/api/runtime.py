@@ -12,6 +12,7 @@ import asyncpg
 
 from tracker import metrics
 from tracker.api.ratelimit import Limits
+from tracker.api.slowbody import BodyGuard
 from tracker.config import Settings
 from tracker.core.filters import FilterConfig
 from tracker.core.route.progress import EtaConfig
@@ -44,6 +45,7 @@ class Runtime:
     routing: RoutingService
     webhooks: WebhookSender
     limits: Limits
+    bodies: BodyGuard
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -92,6 +94,9 @@ class Runtime:
             routing=routing,
             webhooks=WebhookSender(pool, settings),
             limits=Limits.from_settings(settings),
+            bodies=BodyGuard(
+                settings.body_timeout_s, settings.max_anonymous_bodies, settings.retry_after_s
+            ),
         )
         rt.spawn(rt._flush_metrics(), "metrics")
         rt.spawn(hub.run(), "hub")
