@@ -3,12 +3,13 @@ sign-in session; and what follows when a credential changes.
 
 Lookups are cached per instance in bounded LRU caches (TRACKER_AUTH_CACHE_SIZE entries,
 sized for 100,000 phones; unknown tokens in a small cache of their own, so a flood of random
-tokens evicts nothing real) and kept until the credential changes, at most
-TRACKER_AUTH_CACHE_S. Every change made through the server (a key revoked, a device
-disabled, a session signed out) is announced on the bus: each instance drops what it cached
-about it and closes the WebSockets that credential opened (close code 1008) at once. When
-the bus comes back after a gap, whatever it missed is made good: caches are emptied and every
-open socket's credential is checked again.
+tokens evicts nothing real). Device tokens are kept until they change, at most
+TRACKER_AUTH_CACHE_S; keys and sessions (few, rarely used) at most 5 s. Every change made
+through the server (a key revoked, a device disabled, a session signed out) is announced on
+the bus: each instance drops what it cached about it and closes the WebSockets that
+credential opened (close code 1008) at once. When the bus comes back after a gap, whatever
+it missed is made good: caches are emptied and every open socket's credential is checked
+again; open sockets are also checked every 10 s, for changes made behind the server's back.
 """
 
 from __future__ import annotations
@@ -42,8 +43,13 @@ CHANGED = "credential_changed"
 KEY, DEVICE, ALL_DEVICES, SESSION = "key", "device", "devices", "session"
 # Unknown tokens kept at most (each costs a database lookup once, then nothing).
 NEGATIVE_SIZE = 4096
-# Keys and sessions are few; their caches need not be as large as the devices'.
+# Keys and sessions are few; their caches need not be as large as the devices', nor kept
+# as long: a key disabled by hand in SQL (no bus message) still ends within seconds.
 STAFF_SIZE = 10_000
+STAFF_TTL_S = 5.0
+# How often open sockets' credentials are asked again (catches changes made behind the
+# server's back; those made through it close the sockets at once).
+RECHECK_S = 10.0
 TOUCH_EVERY_S = 60.0
 
 V = TypeVar("V")
@@ -201,8 +207,9 @@ class Authenticator:
         self._admin_token = admin_token
         self._bus = bus
         self._devices = _Cache(cache_size, cache_s)
-        self._keys = _Cache(min(cache_size, STAFF_SIZE), cache_s)
-        self._sessions = _Cache(min(cache_size, STAFF_SIZE), cache_s)
+        staff_s = min(cache_s, STAFF_TTL_S)
+        self._keys = _Cache(min(cache_size, STAFF_SIZE), staff_s)
+        self._sessions = _Cache(min(cache_size, STAFF_SIZE), staff_s)
         self._touched: TTLCache[int, float] = TTLCache(maxsize=STAFF_SIZE, ttl=TOUCH_EVERY_S)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.watchers = Watchers()
@@ -343,6 +350,12 @@ class Authenticator:
         self._keys.clear()
         self._sessions.clear()
         self._spawn(self.watchers.recheck_all())
+
+    async def keep_checking(self, every_s: float = RECHECK_S) -> None:
+        """Ask open sockets' credentials again now and then, until cancelled."""
+        while True:
+            await asyncio.sleep(every_s)
+            await self.watchers.recheck_all()
 
     def cached(self) -> dict[str, int]:
         """Entries per cache (for tests and diagnostics)."""
