@@ -97,7 +97,8 @@ async def test_300_slow_bodies_are_answered_and_the_server_stays_responsive(
     assert None not in statuses  # nobody was held
     assert set(statuses) <= {408, 503}
     assert statuses[408] <= SLOTS
-    assert slowest < TIMEOUT_S + 2.0
+    # The deadline is enforced a few times per timeout (0.5 s here), on a busy machine.
+    assert slowest < TIMEOUT_S + 3.0
     for a in answers:
         error = orjson.loads(a.body)
         assert error["error"] == ("body_timeout" if a.status == 408 else "busy")
@@ -113,5 +114,5 @@ async def test_an_authenticated_slow_body_times_out_too(server_factory: ServerFa
     )
     # Authenticated before its body was read: no slot needed, all five ran to the deadline.
     assert [a.status for a in answers] == [408] * 5
-    assert all(TIMEOUT_S - 0.2 <= a.after_s < TIMEOUT_S + 1.5 for a in answers)
+    assert all(TIMEOUT_S - 0.2 <= a.after_s < TIMEOUT_S + 2.5 for a in answers)
     assert orjson.loads(answers[0].body)["error"] == "body_timeout"

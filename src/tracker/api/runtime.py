@@ -102,6 +102,7 @@ class Runtime:
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt.webhooks.run(), "webhooks")
         rt.spawn(auth.keep_checking(), "auth-recheck")
+        rt.spawn(rt.bodies.run(), "body-deadlines")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
         if settings.retention_days > 0:
             rt.spawn(

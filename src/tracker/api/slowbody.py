@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,7 +39,11 @@ def has_body(scope: Scope) -> bool:
 
 
 class BodyGuard:
-    """One per process: the body deadline and the anonymous bodies being read."""
+    """One per process: the body deadline and the anonymous bodies being read.
+
+    One sweeper task (`run`) ends the waits that passed their deadline, a few times per
+    timeout: a timer per request would cost more than the rest of a ping's receive.
+    """
 
     def __init__(self, timeout_s: float, max_anonymous: int, retry_after_s: int) -> None:
         self.timeout_s = timeout_s
@@ -47,25 +52,37 @@ class BodyGuard:
         self.anonymous = 0
         self.timed_out = 0
         self.turned_away = 0
+        self.waiting: dict[GuardedBody, None] = {}
 
     def wrap(self, scope: Scope, receive: Receive) -> GuardedBody:
         """`receive` of one request, under the deadline and the anonymous bound."""
-        deadline = asyncio.get_running_loop().time() + self.timeout_s
-        return GuardedBody(self, scope, receive, deadline)
+        # time.monotonic is the event loop's clock, read without looking the loop up.
+        return GuardedBody(self, scope, receive, time.monotonic() + self.timeout_s)
+
+    async def run(self) -> None:
+        """End overdue body waits (408) until cancelled."""
+        tick = min(1.0, self.timeout_s / 4)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for body in [b for b in self.waiting if b.deadline <= now]:
+                body.expire()
 
 
 class GuardedBody:
     """A request's `receive` that enforces its `BodyGuard`; `release()` when it ends."""
 
-    __slots__ = ("_deadline", "_done", "_guard", "_holding", "_inner", "_scope")
+    __slots__ = ("_done", "_expired", "_guard", "_holding", "_inner", "_scope", "_task", "deadline")
 
     def __init__(self, guard: BodyGuard, scope: Scope, inner: Receive, deadline: float) -> None:
         self._guard = guard
         self._scope = scope
         self._inner = inner
-        self._deadline = deadline
+        self.deadline = deadline
         self._holding = False
         self._done = False
+        self._expired = False
+        self._task: asyncio.Task[object] | None = None
 
     async def __call__(self) -> Message:
         if self._done:
@@ -83,23 +100,39 @@ class GuardedBody:
                 )
             guard.anonymous += 1
             self._holding = True
+        self._task = asyncio.current_task()
+        guard.waiting[self] = None
         try:
-            async with asyncio.timeout_at(self._deadline):
-                message = await self._inner()
-        except TimeoutError:
-            self._done = True
-            self.release()
-            guard.timed_out += 1
-            raise ApiError(
-                408,
-                "body_timeout",
-                f"the request body did not arrive within {guard.timeout_s:g} s",
-                CLOSE,
-            ) from None
+            message = await self._inner()
+        except asyncio.CancelledError:
+            if not self._expired:
+                raise
+            if self._task is not None:
+                self._task.uncancel()
+            raise self._timed_out() from None
+        finally:
+            guard.waiting.pop(self, None)
         if message["type"] != "http.request" or not message.get("more_body", False):
             self._done = True
             self.release()
         return message
+
+    def expire(self) -> None:
+        """The deadline passed while waiting: interrupt the wait (it answers 408)."""
+        if not self._expired and self._task is not None:
+            self._expired = True
+            self._task.cancel()
+
+    def _timed_out(self) -> ApiError:
+        self._done = True
+        self.release()
+        self._guard.timed_out += 1
+        return ApiError(
+            408,
+            "body_timeout",
+            f"the request body did not arrive within {self._guard.timeout_s:g} s",
+            CLOSE,
+        )
 
     def release(self) -> None:
         """Give the anonymous slot back (once)."""
