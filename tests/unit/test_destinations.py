@@ -85,3 +85,8 @@ def test_the_pinned_url_keeps_path_query_and_port() -> None:
     assert v4 == "https://93.184.216.34:443/in/x?a=1"
     t6 = d.target("http://[2606:4700::1]:8080/h")
     assert d.pinned_url(t6, ipaddress.ip_address("2606:4700::1")) == "http://[2606:4700::1]:8080/h"
+
+
+def test_an_international_name_is_sent_as_ascii() -> None:
+    t = d.target("https://bücher.example:8443/h")
+    assert t.host == "bücher.example" and t.host_header == "xn--bcher-kva.example:8443"

@@ -48,11 +48,7 @@ class Target:
     url: SplitResult
     host: str  # the host as resolved (IPv6 without brackets)
     port: int
-
-    @property
-    def host_header(self) -> str:
-        """The `Host` the receiver expects: the URL's own, default port omitted."""
-        return self.url.netloc
+    host_header: str  # the `Host` the receiver expects: the URL's own, in ASCII (IDNA)
 
 
 def parse_networks(text: str) -> tuple[IPNetwork, ...]:
@@ -86,7 +82,15 @@ def target(url: str) -> Target:
         # Forwarded as Basic auth by HTTP clients: a receiver's secret has no place in a URL
         # every dispatcher can read back; the signature authenticates deliveries.
         raise Refused(BLOCKED_USERINFO, "user:password@ is not allowed")
-    return Target(parts, parts.hostname, port or (443 if parts.scheme == "https" else 80))
+    header = parts.netloc
+    if not header.isascii():
+        try:
+            header = parts.hostname.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise Refused(BLOCKED_URL, "the host name cannot be encoded") from None
+        if port is not None:
+            header = f"{header}:{port}"
+    return Target(parts, parts.hostname, port or (443 if parts.scheme == "https" else 80), header)
 
 
 def unwrap(address: IPAddress) -> IPAddress:

@@ -177,7 +177,7 @@ class WebhookSender:
             error = CONNECT_FAILED
         except httpx.ProtocolError:
             error = PROTOCOL_ERROR
-        except (httpx.HTTPError, httpx.InvalidURL):
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError):
             error = REQUEST_FAILED
         duration_ms = (time.perf_counter() - t0) * 1000.0
         return store.Attempt(started, round(duration_ms, 1), code, error)

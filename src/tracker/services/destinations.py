@@ -41,6 +41,6 @@ async def resolve(
     t = target(url)
     try:
         addresses = await asyncio.wait_for(resolver(t.host, t.port), timeout_s)
-    except (OSError, UnicodeError, TimeoutError) as exc:
+    except (OSError, ValueError, TimeoutError) as exc:  # ValueError: NUL, bad IDNA
         raise Refused(UNRESOLVED, t.host) from exc
     return t, vet(addresses, allowed)
