@@ -219,3 +219,20 @@ async def test_bus_gap_rechecks_open_sockets(server_factory: ServerFactory, cach
     started = time.monotonic()
     b.runtime.auth.on_bus_resumed()  # what the bus calls after its subscription is back
     await closed_within(on_b, started, 2.0)
+
+
+async def test_keys_forgotten_without_naming_one_still_close_the_revoked_ones(
+    server_factory: ServerFactory, db: asyncpg.Pool
+) -> None:
+    """`forget_keys()` (a key changed, which one unsaid): every instance asks its sockets."""
+    a, b = await pair(server_factory)
+    key = await add_key(db, "revoked unnamed", "dispatcher")
+    kept = await add_key(db, "kept unnamed", "dispatcher")
+    on_b, stays = await open_feed(b, key), await open_feed(b, kept)
+    await db.execute("UPDATE api_keys SET enabled = false WHERE key_hash = $1", tokens.digest(key))
+    started = time.monotonic()
+    a.runtime.auth.forget_keys()
+    await closed_within(on_b, started, 1.0)
+    await stays.send(orjson.dumps({"type": "ping"}).decode())
+    assert orjson.loads(await asyncio.wait_for(stays.recv(), 5.0))["type"] == "pong"
+    await stays.close()

@@ -37,10 +37,11 @@ ADMIN = "admin"
 DISPATCHER = "dispatcher"
 
 # The bus channel and message of credential changes:
-# {"type": "credential_changed", "kind": "key" | "device" | "devices" | "session", "id": int}
+# {"type": "credential_changed", "kind": "key" | "keys" | "device" | "devices" | "session",
+#  "id": int | None}  (the plural kinds: some of them changed, which is not known)
 AUTH_CHANNEL = "auth"
 CHANGED = "credential_changed"
-KEY, DEVICE, ALL_DEVICES, SESSION = "key", "device", "devices", "session"
+KEY, ALL_KEYS, DEVICE, ALL_DEVICES, SESSION = "key", "keys", "device", "devices", "session"
 # Unknown tokens kept at most (each costs a database lookup once, then nothing).
 NEGATIVE_SIZE = 4096
 # Keys and sessions are few; their caches need not be as large as the devices', nor kept
@@ -304,6 +305,18 @@ class Authenticator:
         await self.announce(KEY, key_id)
         return revoked
 
+    async def key_changed(self, key_id: int) -> None:
+        """A key was revoked (or its role changed) elsewhere in the server: tell every
+        instance, which closes its sockets and sessions' sockets."""
+        await self.announce(KEY, key_id)
+
+    def forget_keys(self) -> None:
+        """Some key changed (which is not said): every instance drops its cached keys and
+        sessions and asks every open socket's credential again."""
+        self._keys.clear()
+        self._sessions.clear()
+        self._spawn(self.announce(ALL_KEYS, None))
+
     async def device_changed(self, device_id: int) -> None:
         """A device was disabled, enabled or given a new token: tell every instance."""
         await self.announce(DEVICE, device_id)
@@ -332,10 +345,13 @@ class Authenticator:
                 self._devices.clear()
             else:
                 self._devices.drop_where(lambda d: d.id == ident)
-        elif kind == KEY:
+        elif kind in (KEY, ALL_KEYS):
             # Keys and sessions are few: start afresh rather than index them by key.
             self._keys.clear()
             self._sessions.clear()
+            if kind == ALL_KEYS:
+                self._spawn(self.watchers.recheck_all())
+                return
         elif kind == SESSION:
             self._sessions.drop_where(lambda p: p.session_id == ident)
         else:
