@@ -12,7 +12,7 @@ from tracker.services.auth import ADMIN, Principal, bearer
 from tracker.store.db import DB_ERRORS
 
 # The cookie holds a session's random id (HttpOnly, SameSite=Strict), never a credential:
-# sessions live in PostgreSQL (sql/008_sessions.sql), end on sign-out, on revocation and
+# sessions live in PostgreSQL (sql/008_hardening.sql), end on sign-out, on revocation and
 # with their key, on every instance at once.
 SESSION_COOKIE = "tracker_session"
 

@@ -251,7 +251,7 @@ webhook_eta_marks = Table(
     Column("eta", Timestamp, nullable=False),
 )
 
-# Sign-in sessions (sql/008_sessions.sql): the cookie's random id is kept as its digest.
+# Sign-in sessions (sql/008_hardening.sql): the cookie's random id is kept as its digest.
 sessions = Table(
     "sessions",
     metadata,

@@ -1,4 +1,4 @@
-"""Sign-in sessions (sql/008_sessions.sql): opened with a dispatcher key or the admin token,
+"""Sign-in sessions (sql/008_hardening.sql): opened with a dispatcher key or the admin token,
 found by the digest of the cookie's random id, listed and revoked by their numeric id."""
 
 from __future__ import annotations

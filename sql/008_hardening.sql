@@ -17,3 +17,22 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_by_key ON sessions (key_id);
 CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+
+-- Webhook attempt logs keep a status or a short reason, never a client library's error
+-- text (which told open, closed and filtered ports of internal hosts apart): what earlier
+-- versions logged is reduced to the same short reasons.
+UPDATE webhook_attempts SET error = CASE
+        WHEN error ILIKE '%timeout%' THEN 'timed out'
+        WHEN error ILIKE 'ConnectError%' THEN 'connect failed'
+        ELSE 'request failed' END
+    WHERE error IS NOT NULL AND error NOT LIKE 'HTTP %'
+      AND error NOT IN ('timed out', 'connect failed', 'protocol error', 'request failed')
+      AND error NOT LIKE 'blocked: %' AND error NOT LIKE 'dns: %';
+UPDATE webhook_deliveries SET last_error = CASE
+        WHEN last_error ILIKE '%timeout%' THEN 'timed out'
+        WHEN last_error ILIKE 'ConnectError%' THEN 'connect failed'
+        ELSE 'request failed' END
+    WHERE last_error IS NOT NULL AND last_error NOT LIKE 'HTTP %'
+      AND last_error <> 'subscription deleted'
+      AND last_error NOT IN ('timed out', 'connect failed', 'protocol error', 'request failed')
+      AND last_error NOT LIKE 'blocked: %' AND last_error NOT LIKE 'dns: %';
