@@ -11,15 +11,22 @@ under its own Host name.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+import trustme
+import uvicorn
 
-from tests.conftest import ServerFactory, own_database
+from tests.conftest import ServerFactory, free_port, own_database
 from tests.integration.test_tracking import ADMIN, new_delivery
 from tests.integration.test_webhooks import Receiver, deliveries, wait_for
+from tracker.core.destinations import parse_networks
+from tracker.services.delivery import post_pinned
 from tracker.services.destinations import system_resolver
 from tracker.store import webhooks as webhook_store
 
@@ -186,3 +193,68 @@ async def test_allowed_network_is_reached_at_the_address_that_was_checked(
     assert hosts == sorted([name, f"127.0.0.1:{receiver.port}"])
     # One lookup for the attempt that needed one, and the connection went where it said.
     assert lookups == ["receiver.example.test"]
+
+
+async def test_tls_is_checked_against_the_name_while_connecting_to_the_pinned_address(
+    tmp_path: Path,
+) -> None:
+    """A real TLS receiver on loopback with a certificate for its name only: the sender
+    connects to the vetted address and still sends the name (SNI, Host), so the
+    certificate verifies; the same address under another name fails verification."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("receiver.example.test")
+    pem = tmp_path / "receiver.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append(dict(scope["headers"])[b"host"].decode())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ssl_certfile=str(pem)
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    trust = ssl.create_default_context()
+    ca.configure_trust(trust)
+    lookups: list[str] = []
+
+    async def to_loopback(host: str, p: int) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"]
+
+    allowed = parse_networks("127.0.0.1/32")
+    try:
+        async with httpx.AsyncClient(verify=trust, trust_env=False) as client:
+            ok = await post_pinned(
+                client,
+                f"https://receiver.example.test:{port}/hook",
+                b"{}",
+                {"Content-Type": "application/json"},
+                allowed,
+                to_loopback,
+                5.0,
+            )
+            wrong = await post_pinned(
+                client,
+                f"https://impostor.example.test:{port}/hook",
+                b"{}",
+                {},
+                allowed,
+                to_loopback,
+                5.0,
+            )
+    finally:
+        server.should_exit = True
+        await task
+    assert ok == (204, None)
+    assert seen == [f"receiver.example.test:{port}"]
+    assert wrong == (None, "connect failed")  # the certificate is not the impostor's
+    assert lookups == ["receiver.example.test", "impostor.example.test"]

@@ -151,33 +151,53 @@ class WebhookSender:
         }
         started = datetime.now(UTC)
         t0 = time.perf_counter()
-        code: int | None = None
-        error: str | None = None
-        try:
-            # Resolved and judged now, connected to exactly that address: a name that changes
-            # its answer between the check and the connection cannot lead inside.
-            t, addresses = await resolve(
-                delivery.url, self.allowed, self.resolver, self._settings.webhook_timeout_s
-            )
-            headers["Host"] = t.host_header
-            extensions = {"sni_hostname": t.host} if t.url.scheme == "https" else {}
-            async with client.stream(
-                "POST",
-                destinations.pinned_url(t, addresses[0]),
-                content=delivery.body,
-                headers=headers,
-                extensions=extensions,
-            ) as response:
-                code = response.status_code
-        except destinations.Refused as exc:
-            error = exc.reason
-        except httpx.TimeoutException:
-            error = TIMED_OUT
-        except httpx.ConnectError:
-            error = CONNECT_FAILED
-        except httpx.ProtocolError:
-            error = PROTOCOL_ERROR
-        except (httpx.HTTPError, httpx.InvalidURL, ValueError):
-            error = REQUEST_FAILED
+        code, error = await post_pinned(
+            client,
+            delivery.url,
+            delivery.body,
+            headers,
+            self.allowed,
+            self.resolver,
+            self._settings.webhook_timeout_s,
+        )
         duration_ms = (time.perf_counter() - t0) * 1000.0
         return store.Attempt(started, round(duration_ms, 1), code, error)
+
+
+async def post_pinned(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    allowed: tuple[destinations.IPNetwork, ...],
+    resolver: Resolver,
+    timeout_s: float,
+) -> tuple[int | None, str | None]:
+    """POST `body` to `url` at the address its host resolves to now, if that address is
+    permitted: (status code, None), or (None, a short reason).
+
+    Resolved and judged once, connected to exactly that address: a name that changes its
+    answer between the check and the connection cannot lead inside. The receiver still sees
+    its own name: as `Host`, and as the TLS server name its certificate is checked against.
+    """
+    try:
+        t, addresses = await resolve(url, allowed, resolver, timeout_s)
+        extensions = {"sni_hostname": t.host} if t.url.scheme == "https" else {}
+        async with client.stream(
+            "POST",
+            destinations.pinned_url(t, addresses[0]),
+            content=body,
+            headers={**headers, "Host": t.host_header},
+            extensions=extensions,
+        ) as response:
+            return response.status_code, None
+    except destinations.Refused as exc:
+        return None, exc.reason
+    except httpx.TimeoutException:
+        return None, TIMED_OUT
+    except httpx.ConnectError:
+        return None, CONNECT_FAILED
+    except httpx.ProtocolError:
+        return None, PROTOCOL_ERROR
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
+        return None, REQUEST_FAILED
