@@ -230,7 +230,7 @@ class Settings:
         check=check_networks,
     )
     auth_cache_size: int = _setting(
-        200_000,
+        120_000,
         "TRACKER_AUTH_CACHE_SIZE",
         "token lookups an instance keeps (device tokens, keys, sessions; least recently used "
         "go first)",

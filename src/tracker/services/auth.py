@@ -201,7 +201,7 @@ class Authenticator:
         pool: asyncpg.Pool,
         admin_token: str | None,
         cache_s: float,
-        cache_size: int = 200_000,
+        cache_size: int = 120_000,
         bus: Publisher | None = None,
     ) -> None:
         self._pool = pool
