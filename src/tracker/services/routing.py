@@ -248,10 +248,12 @@ class RoutingService:
         straight_line: bool,
         now: datetime,
         tracking: Sequence[bytes] | None = None,
+        details: Sequence[JsonDict] | None = None,
     ) -> JsonDict:
         """Store a new active route for `device`; raises RouteInvalid if it cannot be planned.
 
-        `tracking`: the digests of the stops' customer tracking tokens, in stop order.
+        `tracking`: the digests of the stops' customer tracking tokens, in stop order;
+        `details`: the stops' doorstep columns (address, phone, parcels...), in stop order.
 
         ETAs before the first ping assume the drive starts at the later of the planned start
         and `now`, from the beginning of the path.
@@ -280,6 +282,8 @@ class RoutingService:
             await store.insert_route(
                 conn, route, state.to_json(), {e.stop_id: e.eta for e in etas.etas}, tracking
             )
+            if details:
+                await store.save_details(conn, sorted(stop_ids), details)
             body = await store.route_by_id(conn, route_id)
         assert body is not None
         self._keep_plan(route_id, plan)
