@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from tracker.api.body import json_object
 from tracker.api.customer import publish_route
 from tracker.api.guards import require_dispatcher, runtime, unavailable
+from tracker.api.paths import IdConvertor  # noqa: F401 (registers {name:id})
 from tracker.api.responses import ApiError, ORJSONResponse
 from tracker.api.stopfields import LANGUAGE_RE, unknown_fields
 from tracker.core import notices

@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from tracker.api.body import json_object
 from tracker.api.guards import require_dispatcher, runtime, unavailable
+from tracker.api.paths import IdConvertor  # noqa: F401 (registers {name:id})
 from tracker.api.responses import ApiError, ORJSONResponse
 from tracker.api.routes import EARLIEST, LATEST, authorise
 from tracker.api.stopfields import unknown_fields
@@ -150,6 +151,8 @@ async def report_stop(request: Request) -> Response:
         raise unavailable(rt) from exc
     if ctx is None:
         raise ApiError(404, "not_found", f"route {route_id} has no stop {stop_id}")
+    if ctx.status in StopStatus.DONE and ctx.status != status and not ctx.has_report:
+        raise ApiError(409, "invalid_transition", f"stop {stop_id} is already {ctx.status}")
     far_reason = _text(data, "far_reason", "")
     limit_m = max(settings.far_from_stop_m, ctx.radius_m)
     if ctx.distance_m is not None and ctx.distance_m > limit_m and not far_reason:
