@@ -81,9 +81,7 @@ def token_of(stop: Json) -> str:
     return str(stop["tracking_url"].rsplit("/", 1)[1])
 
 
-async def report(
-    srv: Server, dev: DeviceCreds, route: Json, k: int, **body: Any
-) -> Any:
+async def report(srv: Server, dev: DeviceCreds, route: Json, k: int, **body: Any) -> Any:
     payload = {
         "client_id": str(uuid.uuid4()),
         "time": datetime.now(UTC).isoformat(),
@@ -187,9 +185,7 @@ async def test_completion_with_photo_signature_name_and_pin(
     assert wrong.status_code == 422 and wrong.json()["error"] == "wrong_pin"
     client_id = str(uuid.uuid4())
     proof["pin"] = "4711"
-    ok = await report(
-        server, dev, route, 0, status="completed", proof=proof, client_id=client_id
-    )
+    ok = await report(server, dev, route, 0, status="completed", proof=proof, client_id=client_id)
     assert ok.status_code == 200, ok.text
     done = ok.json()["stops"][0]
     assert done["status"] == "completed"
@@ -200,8 +196,9 @@ async def test_completion_with_photo_signature_name_and_pin(
     assert set(kinds) == {"photo", "signature"}
 
     # Stored cleaned: re-encoded JPEG without EXIF (no GPS, no camera) and a PNG signature.
-    rows = {r["kind"]: r for r in await db.fetch("SELECT * FROM proofs WHERE stop_id = $1",
-                                                   done["id"])}
+    rows = {
+        r["kind"]: r for r in await db.fetch("SELECT * FROM proofs WHERE stop_id = $1", done["id"])
+    }
     stored_photo = bytes(rows["photo"]["data"])
     assert stored_photo[:3] == b"\xff\xd8\xff" and b"PhoneCam" not in stored_photo
     assert b"Exif" not in stored_photo
@@ -244,7 +241,12 @@ async def test_far_away_needs_a_reason_shown_to_the_dispatcher(server: Server) -
     assert r.status_code == 422 and r.json()["error"] == "far_from_stop"
     assert "far_reason" in r.json()["message"] and " m from the stop" in r.json()["message"]
     r = await report(
-        server, dev, route, 0, status="completed", location=FAR,
+        server,
+        dev,
+        route,
+        0,
+        status="completed",
+        location=FAR,
         far_reason="Customer met me at the corner shop",
     )
     assert r.status_code == 200, r.text
@@ -269,8 +271,14 @@ async def test_failure_reason_codes_and_next_steps(server: Server) -> None:
         r = await report(server, dev, route, 0, **body)
         assert r.status_code == 400 and message in r.json()["message"], (body, r.text)
     r = await report(
-        server, dev, route, 0, status="failed", reason_code="not_home",
-        reason_text="card left", next_step="pickup_point",
+        server,
+        dev,
+        route,
+        0,
+        status="failed",
+        reason_code="not_home",
+        reason_text="card left",
+        next_step="pickup_point",
     )
     assert r.status_code == 200, r.text
     failed = r.json()["stops"][0]
@@ -380,9 +388,10 @@ async def test_customer_instructions_reschedule_rating_and_opt_out(
         assert (await client.post(f"/t/{link}/rating", json={"stars": 1})).status_code == 409
         r = await client.post(f"/t/{link}/messages", json={"opt_out": True})
         assert r.status_code == 200 and r.json()["messages"]["opted_out"] is True
-    assert await db.fetchval(
-        "SELECT count(*) FROM message_opt_outs WHERE address = 'c1@example.org'"
-    ) == 1
+    assert (
+        await db.fetchval("SELECT count(*) FROM message_opt_outs WHERE address = 'c1@example.org'")
+        == 1
+    )
     async with server.admin() as client:
         ratings = (await client.get("/api/v1/ratings")).json()["ratings"]
     assert any(x["comment"] == "Quick!" and x["stars"] == 4 for x in ratings)
@@ -413,7 +422,11 @@ async def test_webp_and_transparent_images_are_accepted(server: Server, kind: st
     out = io.BytesIO()
     Image.new("RGBA", (64, 64), (10, 200, 10, 128)).save(out, "WEBP")
     r = await report(
-        server, dev, route, 0, status="completed",
+        server,
+        dev,
+        route,
+        0,
+        status="completed",
         proof={kind: data_url(out.getvalue(), "image/webp")},
     )
     assert r.status_code == 200, r.text

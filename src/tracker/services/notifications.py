@@ -291,6 +291,10 @@ class MessageSender:
                 start_tls=s.smtp_tls == "starttls",
                 timeout=s.message_timeout_s,
             )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
+            raise SendError(f"SMTP refused: {detail}", all(c >= 500 for c in codes)) from exc
         except aiosmtplib.SMTPResponseException as exc:
             # 5xx: the server will never take it (a bad address); 4xx: try again later.
             raise SendError(f"SMTP {exc.code}: {exc.message}", exc.code >= 500) from exc

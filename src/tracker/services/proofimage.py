@@ -44,7 +44,9 @@ def decode_base64(text: object, where: str, max_bytes: int) -> bytes:
         text = text[match.end() :]
     # Checked on the text first: decoding a huge string just to refuse it would waste memory.
     if len(text) * 3 // 4 > max_bytes + 3:
-        raise ProofRefused(413, "proof_too_large", f"{where}: larger than the limit, at most {max_bytes} bytes")
+        raise ProofRefused(
+            413, "proof_too_large", f"{where}: larger than the limit, at most {max_bytes} bytes"
+        )
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:

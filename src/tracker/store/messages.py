@@ -38,7 +38,7 @@ _ENQUEUE = """
 INSERT INTO messages (stop_id, kind, channel, recipient, language, link, status,
                       next_attempt_at, last_error)
 SELECT s.id, q.kind, c.channel, c.recipient, COALESCE(NULLIF(s.language, ''), $4),
-       q.link,
+       CASE WHEN o.address IS NULL THEN q.link END,
        CASE WHEN o.address IS NULL THEN 'pending' ELSE 'suppressed' END,
        GREATEST(now(), COALESCE(q.due, now())),
        CASE WHEN o.address IS NULL THEN NULL ELSE 'the customer opted out' END
