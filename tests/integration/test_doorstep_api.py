@@ -259,7 +259,7 @@ async def test_far_away_needs_a_reason_shown_to_the_dispatcher(server: Server) -
 async def test_failure_reason_codes_and_next_steps(server: Server) -> None:
     dev = await add_device(server)
     route = await make_route(server, dev, [stop(1), stop(2)])
-    for body, message in [
+    cases: list[tuple[Json, str]] = [
         ({"status": "failed"}, "reason_code"),
         ({"status": "failed", "reason_code": "aliens", "next_step": "retry_today"}, "reason_code"),
         ({"status": "failed", "reason_code": "other", "next_step": "retry_today"}, "reason_text"),
@@ -267,7 +267,8 @@ async def test_failure_reason_codes_and_next_steps(server: Server) -> None:
         ({"status": "failed", "reason_code": "not_home", "next_step": "fly"}, "next_step"),
         ({"status": "completed", "reason_code": "not_home"}, "only for a failed stop"),
         ({"status": "completed", "extra": 1}, "body.extra: unknown field"),
-    ]:
+    ]
+    for body, message in cases:
         r = await report(server, dev, route, 0, **body)
         assert r.status_code == 400 and message in r.json()["message"], (body, r.text)
     r = await report(

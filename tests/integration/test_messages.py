@@ -34,6 +34,7 @@ from tests.conftest import DeviceCreds, Server, ServerFactory, add_device, free_
 
 Json = dict[str, Any]
 LAT, LON = 48.137, 11.575
+DELIVERED_BODY = "Hi $recipient, done at $time$received_by."
 
 
 @dataclass
