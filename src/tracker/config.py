@@ -190,6 +190,9 @@ class Settings:
         "TRACKER_FAR_FROM_STOP_M",
         "completing or failing farther than this from the stop needs a stated reason",
     )
+    undo_s: float = _setting(
+        10.0, "TRACKER_UNDO_S", "how long the driver page holds a completion or failure for undo"
+    )
     failed_next_steps: str = _setting(
         "retry_today,pickup_point,return_to_depot",
         "TRACKER_FAILED_NEXT_STEPS",

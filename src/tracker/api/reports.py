@@ -25,13 +25,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tracker.api.body import json_object
-from tracker.api.guards import require_dispatcher, runtime, unavailable
+from tracker.api.guards import principal, require_dispatcher, runtime, unavailable
+from tracker.api.ingest import authenticate_device
 from tracker.api.paths import IdConvertor  # noqa: F401 (registers {name:id})
 from tracker.api.responses import ApiError, ORJSONResponse
 from tracker.api.routes import EARLIEST, LATEST, authorise
 from tracker.api.stopfields import unknown_fields
 from tracker.core.model import StopStatus
 from tracker.core.timeparse import TimeFormatError, parse_time
+from tracker.services.auth import bearer
 from tracker.services.proofimage import ProofRefused, clean, decode_base64
 from tracker.services.routing import RouteNotFound, TransitionRefused
 from tracker.store import proofs as store
@@ -229,6 +231,23 @@ async def report_stop(request: Request) -> Response:
     return ORJSONResponse(body)
 
 
+async def driver_settings(request: Request) -> Response:
+    """GET /api/v1/driver/settings (device token or dispatcher): what the driver page asks."""
+    rt = runtime(request)
+    if await principal(request) is None:
+        await authenticate_device(rt, bearer(request.headers.get("authorization")))
+    s = rt.settings
+    return ORJSONResponse(
+        {
+            "far_from_stop_m": s.far_from_stop_m,
+            "undo_s": s.undo_s,
+            "reason_codes": list(REASON_CODES),
+            "next_steps": list(next_steps(s.failed_next_steps)),
+            "proof_max_bytes": s.proof_max_bytes,
+        }
+    )
+
+
 async def proof_image(request: Request) -> Response:
     """GET /api/v1/proofs/{id} (dispatcher) → the image."""
     await require_dispatcher(request)
@@ -246,4 +265,5 @@ async def proof_image(request: Request) -> Response:
 ROUTES: list[BaseRoute] = [
     Route("/api/v1/routes/{route_id:id}/stops/{stop_id:id}/report", report_stop, methods=["POST"]),
     Route("/api/v1/proofs/{proof_id:id}", proof_image, methods=["GET"]),
+    Route("/api/v1/driver/settings", driver_settings, methods=["GET"]),
 ]
