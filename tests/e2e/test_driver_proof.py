@@ -79,12 +79,20 @@ async def driver(browser: Browser, quick_server: Server) -> AsyncIterator[tuple[
 async def make_route(srv: Server, unique_id: str) -> dict[str, Any]:
     stops = [
         {
-            "lat": STOP1[0], "lon": STOP1[1], "name": "Bakery Huber", "recipient": "A. Huber",
-            "address": "Sendlinger Str. 10, München", "phone": "+49 89 555 0101",
-            "notes": "Side door, ring twice", "proof": ["photo", "signature", "name"],
-            "window_start": "2026-12-04T09:00:00Z", "window_end": "2026-12-04T10:00:00Z",
-            "parcels": [{"ref": "PKG-1", "description": "2 boxes of flour"},
-                        {"ref": "RET-9", "description": "empty crates", "action": "collect"}],
+            "lat": STOP1[0],
+            "lon": STOP1[1],
+            "name": "Bakery Huber",
+            "recipient": "A. Huber",
+            "address": "Sendlinger Str. 10, München",
+            "phone": "+49 89 555 0101",
+            "notes": "Side door, ring twice",
+            "proof": ["photo", "signature", "name"],
+            "window_start": "2026-12-04T09:00:00Z",
+            "window_end": "2026-12-04T10:00:00Z",
+            "parcels": [
+                {"ref": "PKG-1", "description": "2 boxes of flour"},
+                {"ref": "RET-9", "description": "empty crates", "action": "collect"},
+            ],
         },
         {"lat": STOP2[0], "lon": STOP2[1], "name": "Flat 3B", "recipient": "B. Maier"},
         {"lat": STOP3[0], "lon": STOP3[1], "name": "Office Park", "recipient": "C. Schmid"},
@@ -92,8 +100,12 @@ async def make_route(srv: Server, unique_id: str) -> dict[str, Any]:
     async with srv.admin() as client:
         r = await client.post(
             "/api/v1/routes",
-            json={"device": unique_id, "planned_start": datetime.now(UTC).isoformat(),
-                  "stops": stops, "path": None},
+            json={
+                "device": unique_id,
+                "planned_start": datetime.now(UTC).isoformat(),
+                "stops": stops,
+                "path": None,
+            },
         )
     assert r.status_code == 201, r.text
     route: dict[str, Any] = r.json()
@@ -189,8 +201,14 @@ async def test_proof_offline_undo_and_far_away(
     await expect(page.locator("#action-count")).to_have_text("2")
     await page.screenshot(path=str(ARTIFACTS / "driver_offline_queue.png"), full_page=True)
     await asyncio.sleep(2.5)  # past the undo window, still offline
-    assert await db.fetchval("SELECT count(*) FROM stop_reports r JOIN stops s ON s.id = "
-                             "r.stop_id WHERE s.route_id = $1", route["id"]) == 0
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM stop_reports r JOIN stops s ON s.id = "
+            "r.stop_id WHERE s.route_id = $1",
+            route["id"],
+        )
+        == 0
+    )
 
     # Back online: both reports go out, with their proof, and nothing is lost.
     await context.set_offline(False)
@@ -222,8 +240,9 @@ async def test_proof_offline_undo_and_far_away(
     assert await db.fetchval("SELECT count(*) FROM stop_reports WHERE stop_id = $1", second) == 1
 
     # Far from the last stop (1 km away): the page asks why before anything is queued.
-    await context.set_geolocation({"latitude": STOP3[0] + 0.009, "longitude": STOP3[1],
-                                   "accuracy": 5})
+    await context.set_geolocation(
+        {"latitude": STOP3[0] + 0.009, "longitude": STOP3[1], "accuracy": 5}
+    )
     three = item(page, third)
     await page.wait_for_timeout(1500)  # the new fix reaches the page
     await three.get_by_role("button", name="Delivered").click()
