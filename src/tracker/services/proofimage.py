@@ -102,7 +102,7 @@ def clean(data: bytes, kind: str, where: str, max_pixels: int) -> StoredImage:
     if kind == "signature":
         # A drawn signature: keep transparency, lossless.
         image = image.convert("RGBA")
-        image.save(out, "PNG", optimize=True)
+        image.save(out, "PNG")
         media_type = "image/png"
     else:
         if image.mode != "RGB":
@@ -111,6 +111,6 @@ def clean(data: bytes, kind: str, where: str, max_pixels: int) -> StoredImage:
             background.paste(rgba, mask=rgba.getchannel("A"))
             image = background
         image.thumbnail((MAX_SIDE, MAX_SIDE))
-        image.save(out, "JPEG", quality=85, optimize=True)
+        image.save(out, "JPEG", quality=85)
         media_type = "image/jpeg"
     return StoredImage(kind, media_type, out.getvalue(), image.width, image.height)
