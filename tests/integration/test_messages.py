@@ -444,3 +444,80 @@ async def test_english_company_template_is_used(
     # being done by then, will be cancelled instead of sent).
     await asyncio.sleep(0.5)
     assert len(box.to(address)) == 1
+
+
+async def test_quiet_hours_hold_messages_and_drop_arriving_ones(
+    server_factory: ServerFactory, message_db: str, mailbox: tuple[Mailbox, int]
+) -> None:
+    box, smtp_port = mailbox
+    now = datetime.now(UTC)
+    start, end = now - timedelta(hours=1), now + timedelta(hours=1)
+    quiet = f"{start:%H:%M}-{end:%H:%M}"
+    srv = await server_factory(
+        database_url=message_db,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        smtp_tls="off",
+        message_poll_s=0.05,
+        message_quiet_hours=quiet,
+        arriving_s=10_000_000.0,
+    )
+    dev = await add_device(srv)
+    address = f"night-{uuid.uuid4().hex[:6]}@example.org"
+    async with srv.admin() as client:
+        r = await client.post(
+            "/api/v1/routes",
+            json={
+                "device": dev.unique_id,
+                "planned_start": now.isoformat(),
+                "stops": [
+                    {"lat": LAT, "lon": LON, "email": address},
+                    {"lat": LAT, "lon": LON + 0.01},
+                ],
+                "path": None,
+            },
+        )
+        assert r.status_code == 201
+        route = r.json()
+    async with srv.client() as client:
+        r = await client.post(
+            "/api/v1/positions",
+            json={"positions": [{"time": now.isoformat(), "lat": LAT, "lon": LON - 0.002}]},
+            headers=dev.headers,
+        )
+    assert r.status_code == 202
+
+    stop_id = route["stops"][0]["id"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    rows: dict[str, Any] = {}
+    while loop.time() < deadline:
+        conn = await asyncpg.connect(message_db)
+        try:
+            rows = {
+                r["kind"]: r
+                for r in await conn.fetch(
+                    "SELECT kind, status, attempts, last_error, next_attempt_at FROM messages "
+                    "WHERE stop_id = $1",
+                    stop_id,
+                )
+            }
+        finally:
+            await conn.close()
+        out = rows.get("out_for_delivery")
+        arriving = rows.get("arriving")
+        if (
+            out is not None
+            and out["last_error"]
+            and arriving is not None
+            and (arriving["status"] != "pending")
+        ):
+            break
+        await asyncio.sleep(0.1)
+    out, arriving = rows["out_for_delivery"], rows["arriving"]
+    # Held until the quiet hours end, not counted as an attempt; the stale one dropped.
+    assert (out["status"], out["last_error"], out["attempts"]) == ("pending", "quiet hours", 0)
+    wait = (out["next_attempt_at"] - now).total_seconds()
+    assert 3000 < wait < 3700, wait
+    assert (arriving["status"], arriving["last_error"]) == ("suppressed", "quiet hours")
+    assert box.to(address) == []
