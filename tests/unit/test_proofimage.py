@@ -50,7 +50,8 @@ def test_signatures_stay_png_with_transparency() -> None:
     stored = clean(out.getvalue(), "signature", "s", 1_000_000)
     assert stored.media_type == "image/png"
     with Image.open(io.BytesIO(stored.data)) as img:
-        assert img.mode == "RGBA" and img.getpixel((0, 0))[3] == 0
+        corner = img.getpixel((0, 0))
+        assert img.mode == "RGBA" and isinstance(corner, tuple) and corner[3] == 0
 
 
 @pytest.mark.parametrize(
