@@ -262,3 +262,36 @@ async def test_proof_offline_undo_and_far_away(
     assert outcome["distance_m"] > 900
     await expect(page.locator("#route-state")).to_contain_text("3 of 3 stops done")
     await page.screenshot(path=str(ARTIFACTS / "driver_done.png"), full_page=True)
+
+
+async def test_a_report_queued_offline_survives_closing_the_page(
+    driver: tuple[Page, Any], quick_server: Server, db: asyncpg.Pool
+) -> None:
+    page, context = driver
+    srv = quick_server
+    device = await add_device(srv)
+    route = await make_route(srv, device.unique_id)
+    second = route["stops"][1]["id"]
+    await page.goto(f"{srv.base_url}/driver#token={device.token}")
+    await expect(page.locator("#stops > li")).to_have_count(3)
+    await context.set_geolocation({"latitude": STOP2[0], "longitude": STOP2[1], "accuracy": 5})
+    await context.set_offline(True)
+    two = item(page, second)
+    await two.get_by_role("button", name="Failed…").click()
+    await two.get_by_label("No access").check()
+    await two.locator(".next-step").select_option("return_to_depot")
+    await two.get_by_role("button", name="Mark failed").click()
+    await expect(page.locator("#action-count")).to_have_text("1")
+    await page.close()  # the driver closes the browser while offline
+
+    await context.set_offline(False)
+    again = await context.new_page()
+    await again.goto(f"{srv.base_url}/driver")
+    for _ in range(200):  # the reopened page sends what the closed one kept
+        row = await db.fetchrow("SELECT status, reason, outcome FROM stops WHERE id = $1", second)
+        if row["status"] != "pending":
+            break
+        await asyncio.sleep(0.1)
+    await expect(again.locator("#action-count")).to_have_text("0")
+    assert (row["status"], row["reason"]) == ("failed", "no access")
+    assert row["outcome"]["next_step"] == "return_to_depot"
