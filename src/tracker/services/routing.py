@@ -280,10 +280,13 @@ class RoutingService:
             state = progress.start(plan)
             etas = progress.current(plan, state, now, self._cfg)
             await store.insert_route(
-                conn, route, state.to_json(), {e.stop_id: e.eta for e in etas.etas}, tracking
+                conn,
+                route,
+                state.to_json(),
+                {e.stop_id: e.eta for e in etas.etas},
+                tracking,
+                details,
             )
-            if details:
-                await store.save_details(conn, sorted(stop_ids), details)
             body = await store.route_by_id(conn, route_id)
         assert body is not None
         self._keep_plan(route_id, plan)

@@ -75,10 +75,12 @@ async def insert_route(
     state: JsonDict,
     etas: dict[int, datetime | None],
     tracking: Sequence[bytes] | None = None,
+    details: Sequence[JsonDict] | None = None,
 ) -> None:
     """Store a planned route (ids from `reserve_ids`) with its initial state and ETAs.
 
-    `tracking` holds the SHA-256 digests of the stops' tracking tokens, in stop order.
+    `tracking` holds the SHA-256 digests of the stops' tracking tokens, in stop order;
+    `details` the stops' doorstep columns (see `save_details`), in stop order.
     """
     path = shapely.set_srid(shapely.LineString([(lon, lat) for lat, lon in route.path]), 4326)
     await conn.execute(
@@ -123,6 +125,8 @@ async def insert_route(
         [etas.get(s.id) for s in stops],
         list(tracking) if tracking is not None else [None] * len(stops),
     )
+    if details:
+        await save_details(conn, [s.id for s in stops], details)
 
 
 _DETAIL_TEXT = ("address", "phone", "email", "notes", "language")
@@ -336,10 +340,10 @@ FROM routes r JOIN devices d ON d.id = r.device_id
 
 _STOP_COLUMNS = """
 SELECT route_id, id, seq, name, recipient, ST_Y(location::geometry) AS lat,
+       address, phone, email, notes, language, parcels, proof_required, reschedule_windows,
+       pickup_points, instructions, safe_place, outcome,
        ST_X(location::geometry) AS lon, radius_m, service_s, planned_arrival, window_start,
-       window_end, status, eta, arrived_at, completed_at, reason, address, phone, email,
-       notes, language, parcels, proof_required, reschedule_windows, pickup_points,
-       instructions, safe_place, outcome
+       window_end, status, eta, arrived_at, completed_at, reason
 FROM stops
 """
 
