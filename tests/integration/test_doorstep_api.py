@@ -431,3 +431,29 @@ async def test_webp_and_transparent_images_are_accepted(server: Server, kind: st
         proof={kind: data_url(out.getvalue(), "image/webp")},
     )
     assert r.status_code == 200, r.text
+
+
+async def test_a_device_cannot_skip_the_proof_with_a_plain_status_change(server: Server) -> None:
+    dev = await add_device(server)
+    route = await make_route(server, dev, [stop(1, proof=["signature"]), stop(2)])
+    first, second = (s["id"] for s in route["stops"])
+    async with server.client() as client:
+        r = await client.patch(
+            f"/api/v1/routes/{route['id']}/stops/{first}",
+            json={"status": "completed"},
+            headers=dev.headers,
+        )
+        assert r.status_code == 422 and r.json()["error"] == "proof_required"
+        assert "/report" in r.json()["message"]
+        # A stop without proof requirements still can be; the dispatcher always can.
+        r = await client.patch(
+            f"/api/v1/routes/{route['id']}/stops/{second}",
+            json={"status": "completed"},
+            headers=dev.headers,
+        )
+        assert r.status_code == 200
+    async with server.admin() as client:
+        r = await client.patch(
+            f"/api/v1/routes/{route['id']}/stops/{first}", json={"status": "completed"}
+        )
+    assert r.status_code == 200 and r.json()["stops"][0]["status"] == "completed"

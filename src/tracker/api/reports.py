@@ -231,6 +231,25 @@ async def report_stop(request: Request) -> Response:
     return ORJSONResponse(body)
 
 
+async def refuse_unproven(request: Request, route_id: int, stop_id: int, status: str) -> None:
+    """A device may not complete a stop that requires proof through the plain status
+    change (PATCH): 422, the report endpoint takes the proof. Dispatchers may."""
+    if status != StopStatus.COMPLETED or await principal(request) is not None:
+        return
+    rt = runtime(request)
+    try:
+        required = await store.proof_required(rt.pool, route_id, stop_id)
+    except DB_ERRORS as exc:
+        raise unavailable(rt) from exc
+    if required:
+        raise _invalid(
+            f"status: this stop requires proof ({', '.join(required)}); "
+            f"POST /api/v1/routes/{route_id}/stops/{stop_id}/report",
+            422,
+            "proof_required",
+        )
+
+
 async def driver_settings(request: Request) -> Response:
     """GET /api/v1/driver/settings (device token or dispatcher): what the driver page asks."""
     rt = runtime(request)

@@ -263,6 +263,9 @@ async def patch_stop(request: Request) -> Response:
     reason = reason.strip() if reason else None
     if status == StopStatus.FAILED and not reason:
         raise _invalid("reason: required when a stop failed")
+    from tracker.api.reports import refuse_unproven  # (reports imports this module)
+
+    await refuse_unproven(request, route_id, stop_id, status)
     try:
         body = await routing(rt).set_stop_status(
             route_id, stop_id, status, reason, datetime.now(UTC)

@@ -168,6 +168,14 @@ async def drop_report(pool: asyncpg.Pool, stop_id: int, client_id: uuid.UUID) ->
             )
 
 
+async def proof_required(pool: asyncpg.Pool, route_id: int, stop_id: int) -> list[str]:
+    """The proof a stop requires (empty for an unknown stop)."""
+    found = await pool.fetchval(
+        "SELECT proof_required FROM stops WHERE id = $2 AND route_id = $1", route_id, stop_id
+    )
+    return list(found or [])
+
+
 async def proof_by_id(pool: asyncpg.Pool, proof_id: int) -> asyncpg.Record | None:
     """A proof image (for the dispatcher)."""
     row: asyncpg.Record | None = await pool.fetchrow(
