@@ -397,6 +397,10 @@ async def test_every_message_once_by_email_and_sms(
     finally:
         await conn.close()
     assert kept == 0
+    async with srv.admin() as client:
+        scrape = (await client.get("/metrics")).text
+    assert 'tracker_messages_total{channel="sms",outcome="retry"}' in scrape
+    assert 'tracker_messages_total{channel="email",outcome="sent"}' in scrape
 
 
 async def test_english_company_template_is_used(

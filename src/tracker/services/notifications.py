@@ -27,6 +27,7 @@ import aiosmtplib
 import asyncpg
 import httpx
 
+from tracker import metrics
 from tracker.config import Settings
 from tracker.core import notices, webhooks
 from tracker.core.model import JsonDict, StopStatus
@@ -137,17 +138,20 @@ class MessageSender:
         stale = self._stale(message)
         if stale is not None:
             await store.finish(self._pool, message, store.CANCELLED, error=stale)
+            metrics.MESSAGES.labels(message.channel, "cancelled").inc()
             return
         if await store.opted_out(self._pool, message.stop_id):
             await store.finish(
                 self._pool, message, store.SUPPRESSED, error="the customer opted out"
             )
+            metrics.MESSAGES.labels(message.channel, "suppressed").inc()
             return
         now = self._clock()
         until = notices.quiet_until(now.astimezone(self._zone), self._quiet)
         if until is not None:
             if message.kind in notices.TIME_SENSITIVE:
                 await store.finish(self._pool, message, store.SUPPRESSED, error="quiet hours")
+                metrics.MESSAGES.labels(message.channel, "suppressed").inc()
             else:
                 # Not an attempt: the count stays as it was before this claim.
                 await store.finish(
@@ -174,6 +178,7 @@ class MessageSender:
                     body=text.body,
                     error=error,
                 )
+                metrics.MESSAGES.labels(message.channel, "failed").inc()
             else:
                 delay = webhooks.retry_delay(
                     message.attempt,
@@ -190,8 +195,10 @@ class MessageSender:
                     error=error,
                     retry_in_s=delay,
                 )
+                metrics.MESSAGES.labels(message.channel, "retry").inc()
             return
         self.sent += 1
+        metrics.MESSAGES.labels(message.channel, "sent").inc()
         await store.finish(
             self._pool,
             message,
