@@ -172,6 +172,26 @@ class Settings:
     webhook_concurrency: int = _setting(
         8, "TRACKER_WEBHOOK_CONCURRENCY", "webhook requests in flight per instance", minimum=1
     )
+    # Orders given only by address are geocoded (orders): a Nominatim-compatible /search
+    # endpoint, at most one request per interval across all instances (Nominatim's public
+    # service allows one a second and asks for a User-Agent naming the application).
+    geocoder_url: str | None = _setting(
+        None,
+        "TRACKER_GEOCODER_URL",
+        "Nominatim-compatible geocoder for orders given by address; unset = flag them unresolved",
+    )
+    geocoder_interval_s: float = _setting(
+        1.0, "TRACKER_GEOCODER_INTERVAL_S", "least time between two geocoder requests"
+    )
+    geocoder_timeout_s: float = _setting(
+        10.0, "TRACKER_GEOCODER_TIMEOUT_S", "geocoder HTTP timeout", minimum=0.001
+    )
+    geocoder_user_agent: str = _setting(
+        "tracker-geocoder/0.1", "TRACKER_GEOCODER_USER_AGENT", "User-Agent of geocoder requests"
+    )
+    geocoder_countries: str = _setting(
+        "", "TRACKER_GEOCODER_COUNTRIES", "ISO codes the geocoder searches in (`ad,fr`); unset = all"
+    )
     # Operations: logs, metrics, retention, limits.
     log_format: str = _setting(
         "json",

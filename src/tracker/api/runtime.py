@@ -20,6 +20,7 @@ from tracker.live.hub import Hub
 from tracker.live.source import load_vehicles
 from tracker.services.auth import Authenticator
 from tracker.services.delivery import WebhookSender
+from tracker.services.geocoding import GeocodingService, NominatimClient
 from tracker.services.ingest import IngestService
 from tracker.services.routing import RoutingService, with_routes
 from tracker.store import retention
@@ -44,6 +45,7 @@ class Runtime:
     routing: RoutingService
     webhooks: WebhookSender
     limits: Limits
+    geocoding: GeocodingService | None = None  # None: no TRACKER_GEOCODER_URL
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -87,6 +89,11 @@ class Runtime:
             webhooks=WebhookSender(pool, settings),
             limits=Limits.from_settings(settings),
         )
+        if settings.geocoder_url:
+            rt.geocoding = GeocodingService(
+                pool, NominatimClient(settings), settings.geocoder_interval_s
+            )
+            rt.spawn(rt.geocoding.run(), "geocoding")
         rt.spawn(rt._flush_metrics(), "metrics")
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt.webhooks.run(), "webhooks")
@@ -110,6 +117,8 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.geocoding is not None:
+            await self.geocoding.close()
         await self.hub.close()
         await self.bus.close()
         await self.pool.close()

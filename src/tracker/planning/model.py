@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -50,6 +51,7 @@ class Candidate:
     lon: float
     label: str
     importance: float
+    precise: bool = True  # street level or finer (a town or a country is not)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -57,7 +59,19 @@ class Candidate:
             "lon": self.lon,
             "label": self.label,
             "importance": self.importance,
+            "precise": self.precise,
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Candidate:
+        """A candidate as stored by `to_json`."""
+        return cls(
+            float(data["lat"]),
+            float(data["lon"]),
+            str(data["label"]),
+            float(data["importance"]),
+            bool(data.get("precise", True)),
+        )
 
 
 @dataclass(frozen=True, slots=True)

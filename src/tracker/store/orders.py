@@ -101,10 +101,7 @@ def order_from_row(row: asyncpg.Record) -> Order:
         date=row["date"],
         status=row["status"],
         geocode_status=row["geocode_status"],
-        geocode_candidates=tuple(
-            Candidate(c["lat"], c["lon"], c["label"], c["importance"])
-            for c in row["geocode_candidates"]
-        ),
+        geocode_candidates=tuple(Candidate.from_json(c) for c in row["geocode_candidates"]),
         route_id=row["route_id"],
         stop_id=row["stop_id"],
         created_at=row["created_at"],
@@ -307,18 +304,21 @@ async def set_geocode(
     lat: float | None,
     lon: float | None,
     candidates: Sequence[Candidate],
+    address: str,
 ) -> None:
-    """Store the geocoder's verdict, unless the order was edited to something else since."""
+    """Store the geocoder's verdict on `address`, unless the order was edited since (given
+    coordinates, or another address)."""
     await conn.execute(
         "UPDATE orders SET geocode_status = $2, geocode_candidates = $3, updated_at = now(), "
         "location = CASE WHEN $4::float8 IS NULL THEN NULL "
         "ELSE ST_SetSRID(ST_MakePoint($5::float8, $4::float8), 4326)::geography END "
-        "WHERE id = $1 AND geocode_status = 'pending'",
+        "WHERE id = $1 AND geocode_status = 'pending' AND address = $6",
         order_id,
         status,
         [c.to_json() for c in candidates],
         lat,
         lon,
+        address,
     )
 
 
@@ -329,7 +329,7 @@ async def cached_geocode(conn: Conn, endpoint: str, query: str) -> list[Candidat
     )
     if raw is None:
         return None
-    return [Candidate(c["lat"], c["lon"], c["label"], c["importance"]) for c in raw]
+    return [Candidate.from_json(c) for c in raw]
 
 
 async def cache_geocode(
