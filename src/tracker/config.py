@@ -151,6 +151,38 @@ class Settings:
     arriving_s: float = _setting(
         300.0, "TRACKER_ARRIVING_S", "`stop.arriving` fires once when the ETA drops under this"
     )
+    # Route planning (planner): straight-line travel when no road network is loaded, the
+    # way from a stop to the network's nearest junction, and VROOM's search effort.
+    plan_speed_kmh: float = _setting(
+        30.0,
+        "TRACKER_PLAN_SPEED_KMH",
+        "planning without roads: straight-line driving speed",
+        minimum=1,
+    )
+    plan_detour: float = _setting(
+        1.3,
+        "TRACKER_PLAN_DETOUR",
+        "planning without roads: road distance per straight-line metre",
+        minimum=1,
+    )
+    plan_access_kmh: float = _setting(
+        15.0,
+        "TRACKER_PLAN_ACCESS_KMH",
+        "speed between a stop and its nearest road junction",
+        minimum=1,
+    )
+    plan_exploration: int = _setting(
+        5,
+        "TRACKER_PLAN_EXPLORATION",
+        "VROOM exploration level, 0 (fast) to 5 (thorough)",
+        check=lambda v: _level(v),
+    )
+    plan_threads: int = _setting(
+        2, "TRACKER_PLAN_THREADS", "threads VROOM searches with", minimum=1
+    )
+    plan_timeout_s: float = _setting(
+        0.0, "TRACKER_PLAN_TIMEOUT_S", "longest VROOM search for one plan; 0 = no limit"
+    )
     # Webhook deliveries: how often each instance looks for due ones, the HTTP timeout, the
     # retry schedule (exponential from base to max, with jitter), when to give up, and how
     # many requests one instance has in flight.
@@ -190,7 +222,9 @@ class Settings:
         "tracker-geocoder/0.1", "TRACKER_GEOCODER_USER_AGENT", "User-Agent of geocoder requests"
     )
     geocoder_countries: str = _setting(
-        "", "TRACKER_GEOCODER_COUNTRIES", "ISO codes the geocoder searches in (`ad,fr`); unset = all"
+        "",
+        "TRACKER_GEOCODER_COUNTRIES",
+        "ISO codes the geocoder searches in (`ad,fr`); unset = all",
     )
     # Operations: logs, metrics, retention, limits.
     log_format: str = _setting(
@@ -257,6 +291,13 @@ class Settings:
         if values.get("osmand_port") == 0:
             values["osmand_port"] = None
         return cls(**values)
+
+
+def _level(value: str) -> int:
+    level = int(value)
+    if not 0 <= level <= 5:
+        raise ValueError("expected a whole number from 0 to 5")
+    return level
 
 
 def _choice(value: str, allowed: tuple[str, ...]) -> str:

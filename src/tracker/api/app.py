@@ -29,6 +29,7 @@ from tracker.api import (
     webhooks,
 )
 from tracker.api import metrics as metrics_api
+from tracker.api import plans as plans_api
 from tracker.api import routes as route_api
 from tracker.api.guards import runtime
 from tracker.api.paths import IdConvertor  # noqa: F401 (registers {name:id}, {name:any})
@@ -123,6 +124,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/v1/session", live.read_session, methods=["GET"]),
         Route("/api/v1/session", live.delete_session, methods=["DELETE"]),
         WebSocketRoute("/ws/dispatch", live.dispatch_feed),
+        *plans_api.ROUTES,
         *pages.routes(),  # last: it mounts /static
     ]
 
