@@ -190,7 +190,9 @@ class Settings:
         "tracker-geocoder/0.1", "TRACKER_GEOCODER_USER_AGENT", "User-Agent of geocoder requests"
     )
     geocoder_countries: str = _setting(
-        "", "TRACKER_GEOCODER_COUNTRIES", "ISO codes the geocoder searches in (`ad,fr`); unset = all"
+        "",
+        "TRACKER_GEOCODER_COUNTRIES",
+        "ISO codes the geocoder searches in (`ad,fr`); unset = all",
     )
     # Operations: logs, metrics, retention, limits.
     log_format: str = _setting(
