@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route
 
 from tracker.api import depots, orders, orders_import, vehicles
+from tracker.api.paths import IdConvertor  # noqa: F401 (registers {name:id})
 
 ROUTES: list[BaseRoute] = [
     Route("/api/v1/orders", orders.create_orders, methods=["POST"]),
