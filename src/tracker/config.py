@@ -24,7 +24,7 @@ DEFAULT_TILE_ATTRIBUTION = "&copy; OpenStreetMap contributors"
 # Variables read elsewhere (paths of the checkout, the import tool's client side): known, so a
 # typo check on TRACKER_* does not flag them.
 OTHER_VARIABLES = frozenset(
-    {"TRACKER_SQL_DIR", "TRACKER_WEB_DIR", "TRACKER_URL", "TRACKER_DEVICE_TOKEN"}
+    {"TRACKER_SQL_DIR", "TRACKER_WEB_DIR", "TRACKER_URL", "TRACKER_DEVICE_TOKEN", "TRACKER_API_KEY"}
 )
 
 

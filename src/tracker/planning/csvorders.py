@@ -80,7 +80,7 @@ class CsvRow:
 class ParsedCsv:
     """Every data row of a file, in file order."""
 
-    columns: list[str]
+    headers: dict[str, str]  # canonical column → the header as the file writes it
     rows: list[CsvRow]
 
     @property
@@ -314,7 +314,7 @@ def parse_orders(
             rows.append(_check_row(start, cells, names, headers, zone, geocoder, seen))
     except csv.Error as exc:
         raise CsvInvalid(f"line {reader.line_num}: {exc}") from exc
-    return ParsedCsv(list(headers.values()), rows)
+    return ParsedCsv(headers, rows)
 
 
 def _check_row(
