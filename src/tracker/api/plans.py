@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from tracker.api.body import json_object
 from tracker.api.guards import require_dispatcher, runtime, unavailable
+from tracker.api.paths import IdConvertor  # noqa: F401 (registers {name:id})
 from tracker.api.responses import ApiError, ORJSONResponse
 from tracker.api.tracking import with_tracking_urls
 from tracker.planning.fields import Invalid
