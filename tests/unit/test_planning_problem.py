@@ -127,8 +127,9 @@ def test_read_answer_into_routes_with_reasons() -> None:
     assert reasons[5] == solution.OUT_OF_REACH
     assert reasons[6] == solution.NO_ROOM
 
-    body = proposal.route_json(p, route, [(42.5075, 1.5218), (42.5, 1.52), (42.51, 1.53)],
-                               [800.0, 900.0], [(42.51, 1.53), (42.5075, 1.5218)], 1000.0)  # fmt: skip
+    outbound = [(42.5075, 1.5218), (42.5, 1.52), (42.51, 1.53)]
+    back = [(42.51, 1.53), (42.5075, 1.5218)]
+    body = proposal.route_json(p, route, outbound, [800.0, 900.0], back, 1000.0)
     assert body["distance_m"] == 2700.0 and body["duration_s"] == 1000
     assert body["stops"][0]["arrival"] == at(9).isoformat()
     assert body["stops"][0]["departure"] == at(9, 2).isoformat()
