@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.conftest import DATA, own_database
+from tests.conftest import DATA, own_database, sibling_database_url
 from tracker.store import roads
 from tracker.store.db import create_pool
 
@@ -114,7 +114,7 @@ async def test_reimport_replaces_and_bad_files_are_refused(
 ) -> None:
     before = await roads.network(roads_db)
     assert before is not None
-    url = f"postgresql://postgres@127.0.0.1:5432/{await roads_db.fetchval('SELECT current_database()')}"
+    url = sibling_database_url("roads")
     done = run_cli(url, "roads", "import", str(MONACO))
     assert done.returncode == 0, done.stderr
     assert await roads_db.fetchval("SELECT count(*) FROM road_edges") == before.edges
