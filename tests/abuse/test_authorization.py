@@ -77,6 +77,14 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("GET", "/driver"): PUBLIC,
     ("GET", "/static/{path}"): PUBLIC,
     ("GET", "/static/vendor/leaflet/{path}"): PUBLIC,
+    # Planning (staff). Re-planning is asked about things that do not exist: the guard
+    # answers before the lookup, and the shared route stays as it is.
+    ("POST", "/api/v1/plans"): (401, 401, 401, 401, 201, 201),
+    ("GET", "/api/v1/plans/{plan_id}"): STAFF,
+    ("POST", "/api/v1/plans/{plan_id}/dispatch"): (401, 401, 401, 401, 201, 201),
+    ("POST", "/api/v1/replan/insert"): (401, 401, 401, 401, 404, 404),
+    ("POST", "/api/v1/replan/reoptimise"): (401, 401, 401, 401, 404, 404),
+    ("POST", "/api/v1/replan/move"): (401, 401, 401, 401, 404, 404),
     ("WS", "/ws/dispatch"): (401, 401, 401, 401, ACCEPTED, ACCEPTED),
     ("WS", "/ws/track/{token}"): (404, 404, 404, ACCEPTED, 404, 404),
 }
@@ -172,6 +180,31 @@ async def delete_fresh_webhook(fleet: Fleet, token: str | None) -> Call:
     return Call("DELETE", f"/api/v1/webhooks/{r.json()['id']}", bearer(token))
 
 
+async def plan_body(fleet: Fleet) -> dict[str, Any]:
+    """A plan request: one inline van from a fresh depot, on a day without orders."""
+    async with fleet.server.admin() as client:
+        r = await client.post("/api/v1/depots", json={"name": "Matrix", "lat": 48.1, "lon": 11.5})
+    assert r.status_code == 201, r.text
+    van = {"name": "Matrix van", "start_depot_id": r.json()["id"]}
+    return {"date": "2039-01-03", "vehicles": [van]}
+
+
+async def new_plan(fleet: Fleet, token: str | None) -> Call:
+    return Call("POST", "/api/v1/plans", bearer(token), json=await plan_body(fleet))
+
+
+def on_fresh_plan(method: str, suffix: str) -> Builder:
+    """A call on a plan made for it (dispatching uses a plan up)."""
+
+    async def build(fleet: Fleet, token: str | None) -> Call:
+        async with fleet.server.admin() as client:
+            r = await client.post("/api/v1/plans", json=await plan_body(fleet))
+        assert r.status_code == 201, r.text
+        return Call(method, f"/api/v1/plans/{r.json()['id']}{suffix}", bearer(token))
+
+    return build
+
+
 def osmand_builder(method: str) -> Builder:
     async def build(fleet: Fleet, token: str | None) -> Call:
         params = {"id": OWNER_ID, "lat": "48.137", "lon": "11.575", "timestamp": now()}
@@ -234,6 +267,18 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("POST", "/api/v1/session"): sign_in,
     ("GET", "/api/v1/session"): session,
     ("DELETE", "/api/v1/session"): with_bearer("DELETE", "/api/v1/session"),
+    ("POST", "/api/v1/plans"): new_plan,
+    ("GET", "/api/v1/plans/{plan_id}"): on_fresh_plan("GET", ""),
+    ("POST", "/api/v1/plans/{plan_id}/dispatch"): on_fresh_plan("POST", "/dispatch"),
+    ("POST", "/api/v1/replan/insert"): with_bearer(
+        "POST", "/api/v1/replan/insert", {"order_id": 987654321}
+    ),
+    ("POST", "/api/v1/replan/reoptimise"): with_bearer(
+        "POST", "/api/v1/replan/reoptimise", {"route_id": 987654321}
+    ),
+    ("POST", "/api/v1/replan/move"): with_bearer(
+        "POST", "/api/v1/replan/move", {"stops": [987654321], "route_id": 987654321}
+    ),
     ("GET", "/"): with_bearer("GET", "/"),
     ("GET", "/map"): with_bearer("GET", "/map"),
     ("GET", "/driver"): with_bearer("GET", "/driver"),
