@@ -11,7 +11,7 @@ roads loaded), then after `tracker roads import` of the Andorra extract. Finally
 routes (`POST /api/v1/replan/insert`).
 
     .venv/bin/python bench/plan_bench.py [--osm ../shared/realdata/osm/andorra.osm.pbf]
-        [--exploration 1] [--inserts 20] [--sizes 200x10,1000x40] [--json out.json]
+        [--exploration 0] [--inserts 20] [--sizes 200x10,1000x40] [--json out.json]
 
 Targets: a 200-order plan end to end <= 5 s, a 1,000-order plan <= 60 s, inserting one
 order into live routes <= 200 ms.
@@ -33,10 +33,10 @@ from zoneinfo import ZoneInfo
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_devices, print_results, running_server  # noqa: E402
+from common import add_devices, print_results, running_server
 
-from tracker.store.db import create_pool  # noqa: E402
-from tracker.tools.roads import import_file  # noqa: E402
+from tracker.store.db import create_pool
+from tracker.tools.roads import import_file
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN = "plan-bench-admin"
@@ -241,7 +241,7 @@ def main() -> int:
     ap.add_argument(
         "--osm", default=str(ROOT.parent / "shared" / "realdata" / "osm" / "andorra.osm.pbf")
     )
-    ap.add_argument("--exploration", type=int, default=1)
+    ap.add_argument("--exploration", type=int, default=0)
     ap.add_argument("--inserts", type=int, default=20)
     ap.add_argument("--sizes", default="200x10,1000x40", help="ORDERSxVANS,...")
     ap.add_argument("--json", type=Path)

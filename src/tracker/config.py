@@ -172,7 +172,7 @@ class Settings:
         minimum=1,
     )
     plan_exploration: int = _setting(
-        1,
+        0,
         "TRACKER_PLAN_EXPLORATION",
         "VROOM exploration level, 0 (fast) to 5 (thorough)",
         check=lambda v: _level(v),
