@@ -23,6 +23,7 @@ from tracker.services.delivery import WebhookSender
 from tracker.services.geocoding import GeocodingService, NominatimClient
 from tracker.services.ingest import IngestService
 from tracker.services.routing import RoutingService, with_routes
+from tracker.store import orders as order_store
 from tracker.store import retention
 from tracker.store import webhooks as webhook_store
 from tracker.store.db import DB_ERRORS, create_pool
@@ -77,6 +78,7 @@ class Runtime:
         ingest.after_commit.append(routing.on_commit)
         # Webhook deliveries are queued in the transaction that stores the events.
         routing.event_sinks.append(webhook_store.enqueue)
+        routing.event_sinks.append(order_store.follow_stop_events)  # orders follow their stops
         rt = cls(
             settings=settings,
             pool=pool,

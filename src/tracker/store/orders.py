@@ -15,12 +15,16 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from tracker.core.model import Event
 from tracker.core.timeparse import parse_time
 from tracker.planning.model import (
     CANCELLED,
+    DISPATCHED,
     FINAL_STATUSES,
     LOCATED,
     PENDING,
+    PLANNED,
+    STOP_OUTCOMES,
     UNPLANNED,
     Candidate,
     Order,
@@ -280,11 +284,23 @@ async def link_orders(
     )
 
 
-async def set_status_by_stop(conn: Conn, stop_id: int, status: str) -> None:
-    """Follow a stop's outcome: the orders it serves become delivered or failed."""
-    await conn.execute(
-        "UPDATE orders SET status = $2, updated_at = now() WHERE stop_id = $1", stop_id, status
-    )
+async def follow_stop_events(
+    conn: asyncpg.Connection, device: str, stored: Sequence[tuple[int, Event]]
+) -> None:
+    """A routing event sink (in the transaction that stores the events): a completed stop
+    delivers its orders, a failed one fails them. Only planned or dispatched orders move,
+    so a cancelled order stays cancelled."""
+    for _, event in stored:
+        status = STOP_OUTCOMES.get(event.type)
+        if status is None or event.stop_id is None:
+            continue
+        await conn.execute(
+            "UPDATE orders SET status = $2, updated_at = now() "
+            "WHERE stop_id = $1 AND status = ANY($3::text[])",
+            event.stop_id,
+            status,
+            [PLANNED, DISPATCHED],
+        )
 
 
 async def pending_geocode(conn: Conn, limit: int) -> list[Order]:
