@@ -27,6 +27,7 @@ from tracker.store import orders as order_store
 from tracker.store import retention
 from tracker.store import webhooks as webhook_store
 from tracker.store.db import DB_ERRORS, create_pool
+from tracker.store.geocoding import PgGeocodeQueue
 from tracker.store.writer import PositionWriter
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class Runtime:
         )
         if settings.geocoder_url:
             rt.geocoding = GeocodingService(
-                pool, NominatimClient(settings), settings.geocoder_interval_s
+                PgGeocodeQueue(pool), NominatimClient(settings), settings.geocoder_interval_s
             )
             rt.spawn(rt.geocoding.run(), "geocoding")
         rt.spawn(rt._flush_metrics(), "metrics")
