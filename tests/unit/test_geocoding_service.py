@@ -57,13 +57,14 @@ class FakeGeocoder:
     url: str = "http://geo.test/search"
     asked: list[tuple[str, float]] = field(default_factory=list)
     failures: int = 0
+    retry_after_s: float = 0.0
     clock: FakeClock | None = None
 
     async def search(self, query: str) -> Any:
         self.asked.append((query, self.clock.now if self.clock else 0.0))
         if self.failures:
             self.failures -= 1
-            raise GeocoderUnavailable("HTTP 503")
+            raise GeocoderUnavailable("HTTP 503", self.retry_after_s)
         return self.answers.get(query, [])
 
     async def close(self) -> None:
@@ -146,3 +147,11 @@ async def test_another_instance_has_the_queue() -> None:
     assert geocoder.asked == []
     queue = replace(queue, busy=False)
     assert await service(queue, geocoder, FakeClock()).work() == 1
+
+
+async def test_retry_after_is_honoured() -> None:
+    queue = FakeQueue([pending(1, "Plaça del Poble 1")])
+    geocoder = FakeGeocoder(ANSWERS, failures=1, retry_after_s=30.0)
+    svc = service(queue, geocoder, FakeClock())
+    assert await svc.work() == 0
+    assert svc.backoff_s == 30.0

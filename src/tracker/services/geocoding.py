@@ -47,7 +47,19 @@ MAX_BACKOFF_S = 300.0
 
 
 class GeocoderUnavailable(Exception):
-    """The geocoder did not give a usable answer this time (try again later)."""
+    """The geocoder did not give a usable answer this time (try again later, no sooner than
+    `retry_after_s` when it said so)."""
+
+    def __init__(self, message: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def _retry_after(reply: httpx.Response) -> float:
+    try:
+        return min(MAX_BACKOFF_S, max(0.0, float(reply.headers.get("retry-after", "0"))))
+    except ValueError:
+        return 0.0  # an HTTP date: the doubling delay will do
 
 
 class NominatimClient:
@@ -75,7 +87,7 @@ class NominatimClient:
         except httpx.HTTPError as exc:
             raise GeocoderUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if reply.status_code != 200:
-            raise GeocoderUnavailable(f"HTTP {reply.status_code}")
+            raise GeocoderUnavailable(f"HTTP {reply.status_code}", _retry_after(reply))
         try:
             return reply.json()
         except ValueError as exc:
@@ -167,7 +179,8 @@ class GeocodingService:
                     try:
                         found = await self.verdict(session, order.address)
                     except GeocoderUnavailable as exc:
-                        self.backoff_s = min(MAX_BACKOFF_S, max(1.0, self.backoff_s * 2))
+                        doubled = min(MAX_BACKOFF_S, max(1.0, self.backoff_s * 2))
+                        self.backoff_s = max(doubled, exc.retry_after_s)
                         log.warning(
                             "geocoder unavailable (%s); retrying in %.0f s", exc, self.backoff_s
                         )
