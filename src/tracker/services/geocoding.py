@@ -167,6 +167,9 @@ class GeocodingService:
                 await self.work()
             except DB_ERRORS as exc:
                 log.warning("geocoding paused, database unavailable: %s", exc)
+            except Exception:
+                # Never let one bad answer end the loop for good: log it, wait, go on.
+                log.exception("geocoding failed; retrying in %.0f s", self.poll_s)
 
     async def work(self) -> int:
         """Settle every pending order this instance can now; returns how many it settled."""
