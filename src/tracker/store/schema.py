@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     Double,
     ForeignKey,
     Index,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    Time,
     UniqueConstraint,
     Uuid,
     text,
@@ -249,4 +251,95 @@ webhook_eta_marks = Table(
     ),
     Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="CASCADE"), primary_key=True),
     Column("eta", Timestamp, nullable=False),
+)
+
+# sql/006_orders.sql: depots, vehicles and orders (the input of planning), geocoder cache.
+depots = Table(
+    "depots",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("location", Point, nullable=False),
+    Column("address", Text, nullable=False, server_default=text("''")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("name <> ''"),
+)
+
+vehicles = Table(
+    "vehicles",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("device_id", BigInteger, ForeignKey("devices.id")),
+    Column("capacity", JSONB, nullable=False, server_default=EMPTY_JSON),
+    Column("shift_start", Time),
+    Column("shift_end", Time),
+    Column("time_zone", Text, nullable=False, server_default=text("'UTC'")),
+    Column("start_depot_id", BigInteger, ForeignKey("depots.id")),
+    Column("end_depot_id", BigInteger, ForeignKey("depots.id")),
+    Column("skills", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("max_duration_s", Integer),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("name <> ''"),
+    CheckConstraint("max_duration_s > 0"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("external_id", Text, unique=True),
+    Column("kind", Text, nullable=False, server_default=text("'delivery'")),
+    # NULL until geocoded. A type of its own: geoalchemy2 ties a geometry type's
+    # nullability to the first column it is attached to.
+    Column("location", Geography("POINT", srid=4326, spatial_index=False), nullable=True),
+    Column("address", Text, nullable=False, server_default=text("''")),
+    Column("recipient", Text, nullable=False, server_default=text("''")),
+    Column("phone", Text, nullable=False, server_default=text("''")),
+    Column("email", Text, nullable=False, server_default=text("''")),
+    Column("windows", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("service_s", Double, nullable=False, server_default=text("0")),
+    Column("size", JSONB, nullable=False, server_default=EMPTY_JSON),
+    Column("skills", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("notes", Text, nullable=False, server_default=text("''")),
+    Column("date", Date, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'unplanned'")),
+    Column("geocode_status", Text, nullable=False, server_default=text("'given'")),
+    Column("geocode_candidates", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("route_id", BigInteger, ForeignKey("routes.id", ondelete="SET NULL")),
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="SET NULL")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("kind IN ('delivery', 'pickup')"),
+    CheckConstraint("service_s >= 0"),
+    CheckConstraint("priority BETWEEN 0 AND 100"),
+    CheckConstraint(
+        "status IN ('unplanned', 'planned', 'dispatched', 'delivered', 'failed', 'cancelled')"
+    ),
+    CheckConstraint(
+        "geocode_status IN ('given', 'pending', 'resolved', 'ambiguous', 'unresolved')"
+    ),
+    CheckConstraint("location IS NOT NULL OR geocode_status NOT IN ('given', 'resolved')"),
+    Index("orders_by_date_status", "date", "status", "id"),
+    Index(
+        "orders_by_geocode",
+        "geocode_status",
+        "id",
+        postgresql_where=text("geocode_status IN ('pending', 'ambiguous', 'unresolved')"),
+    ),
+    Index("orders_by_stop", "stop_id", postgresql_where=text("stop_id IS NOT NULL")),
+)
+
+geocode_cache = Table(
+    "geocode_cache",
+    metadata,
+    Column("endpoint", Text, nullable=False),
+    Column("query", Text, nullable=False),
+    Column("results", JSONB, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("endpoint", "query"),
 )
