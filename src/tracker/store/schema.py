@@ -10,7 +10,7 @@ is faster on the hot path than going through SQLAlchemy; this module is their re
 
 from __future__ import annotations
 
-from geoalchemy2 import Geography
+from geoalchemy2 import Geography, Geometry
 from sqlalchemy import (
     REAL,
     BigInteger,
@@ -121,6 +121,9 @@ routes = Table(
     Column("route_state", JSONB, nullable=False),
     Column("created_at", Timestamp, nullable=False, server_default=NOW),
     Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    # sql/007_planning.sql: the plan it was dispatched from, and re-planning's revision.
+    Column("plan_id", BigInteger, ForeignKey("plans.id")),
+    Column("revision", Integer, nullable=False, server_default=text("0")),
     CheckConstraint("status IN ('active', 'completed', 'cancelled')"),
     Index(
         "routes_active_by_device",
@@ -342,4 +345,61 @@ geocode_cache = Table(
     Column("results", JSONB, nullable=False),
     Column("created_at", Timestamp, nullable=False, server_default=NOW),
     PrimaryKeyConstraint("endpoint", "query"),
+)
+
+# sql/007_planning.sql: the road network (pgRouting) and plans.
+road_imports = Table(
+    "road_imports",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("ways", Integer, nullable=False),
+    Column("edges", Integer, nullable=False),
+    Column("vertices", Integer, nullable=False),
+    Column("imported_at", Timestamp, nullable=False, server_default=NOW),
+)
+
+road_vertices = Table(
+    "road_vertices",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("osm_node_id", BigInteger, nullable=False),
+    Column("component", BigInteger),
+    Column("geom", Geometry("POINT", srid=4326, spatial_index=False), nullable=False),
+)
+
+road_edges = Table(
+    "road_edges",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("osm_way_id", BigInteger, nullable=False),
+    Column("source", BigInteger, ForeignKey("road_vertices.id"), nullable=False),
+    Column("target", BigInteger, ForeignKey("road_vertices.id"), nullable=False),
+    Column("class", Text, nullable=False),
+    Column("name", Text, nullable=False, server_default=text("''")),
+    Column("length_m", Double, nullable=False),
+    Column("speed_kmh", Double, nullable=False),
+    Column("cost_s", Double, nullable=False),
+    Column("reverse_cost_s", Double, nullable=False),
+    Column("main", Boolean, nullable=False, server_default=text("false")),
+    Column("geom", Geometry("LINESTRING", srid=4326, spatial_index=False), nullable=False),
+    CheckConstraint("length_m >= 0"),
+    CheckConstraint("speed_kmh > 0"),
+    Index("road_edges_geom", "geom", postgresql_using="gist"),
+    Index("road_edges_main_geom", "geom", postgresql_using="gist", postgresql_where=text("main")),
+)
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("date", Date, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'proposed'")),
+    Column("roads", Boolean, nullable=False),
+    Column("proposal", JSONB, nullable=False),
+    Column("routes", JSONB, nullable=False, server_default=EMPTY_JSON),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("dispatched_at", Timestamp),
+    CheckConstraint("status IN ('proposed', 'dispatched')"),
+    Index("plans_by_date", "date", "id"),
 )
