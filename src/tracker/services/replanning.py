@@ -339,7 +339,6 @@ class ReplanningService:
             )
             for k, s in enumerate(live.pending)
         )
-        vehicle = None  # one anonymous van from the vehicle's position, open-ended
         problem = Problem(
             day=now.date(),
             t0=now,
@@ -347,7 +346,8 @@ class ReplanningService:
             skills=(),
             locations=tuple(points),
             jobs=jobs,
-            vans=(Van(vehicle, 0, None, (), frozenset(), (begin, begin + 7 * 86_400), None),),  # type: ignore[arg-type]
+            # One anonymous van from where the vehicle is, open-ended.
+            vans=(Van(None, 0, None, (), frozenset(), (begin, begin + 7 * 86_400), None),),
             orders={},
             depots={},
             set_aside=(),
