@@ -189,6 +189,12 @@ async def test_changing_the_address_geocodes_again(server_factory: ServerFactory
             assert r.status_code == 201, r.text
             (first,) = await settled(srv, day, 1)
             assert first["geocode_status"] == "unresolved"
+            # The same address sent again is asked again: from the cache, still nothing.
+            again = await client.patch(f"/api/v1/orders/{first['id']}", json={"address": NOWHERE})
+            assert again.json()["geocode_status"] == "pending"
+            (first,) = await settled(srv, day, 1)
+            assert first["geocode_status"] == "unresolved"
+            assert fake.queries() == [NOWHERE]
             moved = await client.patch(f"/api/v1/orders/{first['id']}", json={"address": UNIQUE})
             assert moved.json()["geocode_status"] == "pending"
         (second,) = await settled(srv, day, 1)
