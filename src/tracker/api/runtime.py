@@ -12,6 +12,7 @@ import asyncpg
 
 from tracker import metrics
 from tracker.api.ratelimit import Limits
+from tracker.api.slowbody import BodyGuard
 from tracker.config import Settings
 from tracker.core.filters import FilterConfig
 from tracker.core.route.progress import EtaConfig
@@ -54,6 +55,7 @@ class Runtime:
     limits: Limits
     planning: PlanningService
     replanning: ReplanningService
+    bodies: BodyGuard
     geocoding: GeocodingService | None = None  # None: no TRACKER_GEOCODER_URL
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -79,6 +81,12 @@ class Runtime:
             max_speed_mps=settings.max_speed_mps,
             max_age_s=settings.retention_days * 86400.0 or None,
         )
+        auth = Authenticator(
+            pool, settings.admin_token, settings.auth_cache_s, settings.auth_cache_size, bus
+        )
+        # Credential changes travel on the bus: every instance forgets and disconnects.
+        bus.subscribe(auth.on_bus)
+        bus.on_resumed(auth.on_bus_resumed)
         ingest = IngestService(writer, bus, cfg)
         routing = RoutingService(
             pool, bus, EtaConfig(arriving_s=settings.arriving_s), settings.route_cache_s
@@ -102,7 +110,7 @@ class Runtime:
             pool=pool,
             writer=writer,
             bus=bus,
-            auth=Authenticator(pool, settings.admin_token, settings.auth_cache_s),
+            auth=auth,
             ingest=ingest,
             hub=hub,
             routing=routing,
@@ -111,6 +119,9 @@ class Runtime:
             planning=PlanningService(pool, routing, travel, solver_options),
             replanning=ReplanningService(
                 pool, bus, travel, EtaConfig(arriving_s=settings.arriving_s), solver_options
+            ),
+            bodies=BodyGuard(
+                settings.body_timeout_s, settings.max_anonymous_bodies, settings.retry_after_s
             ),
         )
         if settings.geocoder_url:
@@ -121,6 +132,8 @@ class Runtime:
         rt.spawn(rt._flush_metrics(), "metrics")
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt.webhooks.run(), "webhooks")
+        rt.spawn(auth.keep_checking(), "auth-recheck")
+        rt.spawn(rt.bodies.run(), "body-deadlines")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
         if settings.retention_days > 0:
             rt.spawn(
