@@ -12,6 +12,7 @@ import asyncpg
 
 from tracker import metrics
 from tracker.api.ratelimit import Limits
+from tracker.api.slowbody import BodyGuard
 from tracker.config import Settings
 from tracker.core.filters import FilterConfig
 from tracker.core.route.progress import EtaConfig
@@ -47,6 +48,7 @@ class Runtime:
     routing: RoutingService
     webhooks: WebhookSender
     limits: Limits
+    bodies: BodyGuard
     geocoding: GeocodingService | None = None  # None: no TRACKER_GEOCODER_URL
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -72,6 +74,12 @@ class Runtime:
             max_speed_mps=settings.max_speed_mps,
             max_age_s=settings.retention_days * 86400.0 or None,
         )
+        auth = Authenticator(
+            pool, settings.admin_token, settings.auth_cache_s, settings.auth_cache_size, bus
+        )
+        # Credential changes travel on the bus: every instance forgets and disconnects.
+        bus.subscribe(auth.on_bus)
+        bus.on_resumed(auth.on_bus_resumed)
         ingest = IngestService(writer, bus, cfg)
         routing = RoutingService(
             pool, bus, EtaConfig(arriving_s=settings.arriving_s), settings.route_cache_s
@@ -85,12 +93,15 @@ class Runtime:
             pool=pool,
             writer=writer,
             bus=bus,
-            auth=Authenticator(pool, settings.admin_token, settings.auth_cache_s),
+            auth=auth,
             ingest=ingest,
             hub=hub,
             routing=routing,
             webhooks=WebhookSender(pool, settings),
             limits=Limits.from_settings(settings),
+            bodies=BodyGuard(
+                settings.body_timeout_s, settings.max_anonymous_bodies, settings.retry_after_s
+            ),
         )
         if settings.geocoder_url:
             rt.geocoding = GeocodingService(
@@ -100,6 +111,8 @@ class Runtime:
         rt.spawn(rt._flush_metrics(), "metrics")
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt.webhooks.run(), "webhooks")
+        rt.spawn(auth.keep_checking(), "auth-recheck")
+        rt.spawn(rt.bodies.run(), "body-deadlines")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
         if settings.retention_days > 0:
             rt.spawn(

@@ -343,3 +343,24 @@ geocode_cache = Table(
     Column("created_at", Timestamp, nullable=False, server_default=NOW),
     PrimaryKeyConstraint("endpoint", "query"),
 )
+
+# Sign-in sessions (sql/008_hardening.sql): the cookie's random id is kept as its digest.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column("role", Text, nullable=False),
+    Column("key_id", BigInteger, ForeignKey("api_keys.id", ondelete="CASCADE")),
+    Column("credential_hash", LargeBinary, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("last_seen_at", Timestamp, nullable=False, server_default=NOW),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("user_agent", Text, nullable=False, server_default=text("''")),
+    Column("client", Text, nullable=False, server_default=text("''")),
+    CheckConstraint("octet_length(token_hash) = 32"),
+    CheckConstraint("role IN ('dispatcher', 'admin')"),
+    CheckConstraint("octet_length(credential_hash) = 32"),
+    Index("sessions_by_key", "key_id"),
+    Index("sessions_by_expiry", "expires_at"),
+)
