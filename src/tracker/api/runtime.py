@@ -23,8 +23,11 @@ from tracker.services.auth import Authenticator
 from tracker.services.delivery import WebhookSender
 from tracker.services.geocoding import GeocodingService, NominatimClient
 from tracker.services.ingest import IngestService
+from tracker.services.notifications import MessageSender, Notifications, channels
 from tracker.services.routing import RoutingService, with_routes
+from tracker.store import messages as message_store
 from tracker.store import orders as order_store
+from tracker.store import proofs as proof_store
 from tracker.store import retention
 from tracker.store import webhooks as webhook_store
 from tracker.store.db import DB_ERRORS, create_pool
@@ -48,6 +51,8 @@ class Runtime:
     routing: RoutingService
     webhooks: WebhookSender
     limits: Limits
+    notifications: Notifications
+    messages: MessageSender
     bodies: BodyGuard
     geocoding: GeocodingService | None = None  # None: no TRACKER_GEOCODER_URL
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -88,6 +93,10 @@ class Runtime:
         # Webhook deliveries are queued in the transaction that stores the events.
         routing.event_sinks.append(webhook_store.enqueue)
         routing.event_sinks.append(order_store.follow_stop_events)  # orders follow their stops
+        # So are customer messages (arriving, delivered, failed).
+        routing.event_sinks.append(
+            message_store.event_sink(settings.message_language, channels(settings))
+        )
         rt = cls(
             settings=settings,
             pool=pool,
@@ -99,6 +108,8 @@ class Runtime:
             routing=routing,
             webhooks=WebhookSender(pool, settings),
             limits=Limits.from_settings(settings),
+            notifications=Notifications(pool, settings),
+            messages=MessageSender(pool, settings),
             bodies=BodyGuard(
                 settings.body_timeout_s, settings.max_anonymous_bodies, settings.retry_after_s
             ),
@@ -114,6 +125,11 @@ class Runtime:
         rt.spawn(auth.keep_checking(), "auth-recheck")
         rt.spawn(rt.bodies.run(), "body-deadlines")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
+        if channels(settings):
+            rt.spawn(rt.messages.run(), "messages")
+        proof_days = settings.proof_retention_days or settings.retention_days
+        if proof_days > 0:
+            rt.spawn(rt._purge_proofs(proof_days), "proof-retention")
         if settings.retention_days > 0:
             rt.spawn(
                 retention.keep_pruning(
@@ -144,6 +160,18 @@ class Runtime:
         while True:
             await asyncio.sleep(1.0)
             metrics.flush()
+
+    async def _purge_proofs(self, days: float) -> None:
+        # Proof photos and signatures go with the retention setting, like positions.
+        while True:
+            try:
+                cutoff = datetime.now(UTC) - timedelta(days=days)
+                gone = await proof_store.purge(self.pool, cutoff)
+                if gone:
+                    log.info("purged %d proof images older than %s", gone, cutoff.isoformat())
+            except (*DB_ERRORS, asyncpg.PostgresError) as exc:
+                log.warning("could not purge proof images: %s", exc)
+            await asyncio.sleep(self.settings.retention_check_s)
 
     async def _partitions_ahead(self) -> None:
         # Create next months' partitions long before the first ping needs them.
