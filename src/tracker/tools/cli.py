@@ -237,6 +237,24 @@ def _prune(args: argparse.Namespace) -> int:
 EXTRA_COMMANDS.append(_register_prune)
 
 
+def _register_orders(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tracker.tools import orders
+
+    orders.register(sub)
+
+
+EXTRA_COMMANDS.append(_register_orders)
+
+
+def _register_roads(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tracker.tools import roads
+
+    roads.register(sub)
+
+
+EXTRA_COMMANDS.append(_register_roads)
+
+
 # Options whose value is a secret that may begin with `-` (tokens made before tokens.new_token
 # avoided it, or an admin token chosen by hand).
 SECRET_OPTIONS = frozenset({"--token", "--admin-token"})
