@@ -70,7 +70,10 @@ class Runtime:
         )
         ingest = IngestService(writer, bus, cfg)
         routing = RoutingService(
-            pool, bus, EtaConfig(arriving_s=settings.arriving_s), settings.route_cache_s
+            pool,
+            bus,
+            EtaConfig(arriving_s=settings.arriving_s, auto_complete=settings.auto_complete),
+            settings.route_cache_s,
         )
         ingest.after_commit.append(routing.on_commit)
         # Webhook deliveries are queued in the transaction that stores the events.

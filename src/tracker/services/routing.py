@@ -146,6 +146,8 @@ def stop_values(
                 arrived_at=_when(st.arrived_s),
                 completed_at=_when(st.done_s),
                 eta=eta.eta,
+                eta_earliest=eta.eta_earliest,
+                eta_latest=eta.eta_latest,
             )
         )
     return out
@@ -280,6 +282,7 @@ class RoutingService:
             await store.insert_route(
                 conn, route, state.to_json(), {e.stop_id: e.eta for e in etas.etas}, tracking
             )
+            await store.save_stops(conn, route_id, stop_values(plan, state, etas))  # intervals
             body = await store.route_by_id(conn, route_id)
         assert body is not None
         self._keep_plan(route_id, plan)

@@ -47,6 +47,8 @@ class StopValues:
     arrived_at: datetime | None
     completed_at: datetime | None
     eta: datetime | None
+    eta_earliest: datetime | None = None  # the ETA's 80 % interval
+    eta_latest: datetime | None = None
 
 
 async def lock_device(conn: asyncpg.Connection, device_id: int) -> None:
@@ -262,10 +264,11 @@ async def save_stops(conn: asyncpg.Connection, route_id: int, stops: Sequence[St
     await conn.execute(
         """
         UPDATE stops SET status = v.status, reason = v.reason, arrived_at = v.arrived_at,
-                         completed_at = v.completed_at, eta = v.eta
+                         completed_at = v.completed_at, eta = v.eta,
+                         eta_earliest = v.eta_earliest, eta_latest = v.eta_latest
         FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
-                    $6::timestamptz[], $7::timestamptz[])
-             AS v(id, status, reason, arrived_at, completed_at, eta)
+                    $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[])
+             AS v(id, status, reason, arrived_at, completed_at, eta, eta_earliest, eta_latest)
         WHERE stops.id = v.id AND stops.route_id = $1
         """,
         route_id,
@@ -275,6 +278,8 @@ async def save_stops(conn: asyncpg.Connection, route_id: int, stops: Sequence[St
         [s.arrived_at for s in stops],
         [s.completed_at for s in stops],
         [s.eta for s in stops],
+        [s.eta_earliest for s in stops],
+        [s.eta_latest for s in stops],
     )
 
 
@@ -311,7 +316,7 @@ FROM routes r JOIN devices d ON d.id = r.device_id
 _STOP_COLUMNS = """
 SELECT route_id, id, seq, name, recipient, ST_Y(location::geometry) AS lat,
        ST_X(location::geometry) AS lon, radius_m, service_s, planned_arrival, window_start,
-       window_end, status, eta, arrived_at, completed_at, reason
+       window_end, status, eta, eta_earliest, eta_latest, arrived_at, completed_at, reason
 FROM stops
 """
 
@@ -337,6 +342,8 @@ def route_json(route: asyncpg.Record, stops: Sequence[asyncpg.Record]) -> JsonDi
             "window_end": _iso(s["window_end"]),
             "status": s["status"],
             "eta": _iso(s["eta"]),
+            "eta_earliest": _iso(s["eta_earliest"]),
+            "eta_latest": _iso(s["eta_latest"]),
             "arrived_at": _iso(s["arrived_at"]),
             "completed_at": _iso(s["completed_at"]),
             "reason": s["reason"],

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from tracker.core.route.interval import Spread
+
+# EtaConfig.auto_complete: departure records a visit, or departure completes the stop.
+AUTO_COMPLETE = ("visited", "departure")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,11 @@ class EtaConfig:
     stray_dwell_s: float = 120.0  # staying this long at a pending stop the path is not at
     depart_margin_m: float = 10.0
     depart_fixes: int = 2
+    # What leaving a stop's geofence does to an arrival nobody closed: "visited" (the
+    # driver or dispatcher completes it) or "departure" (leaving completes it).
+    auto_complete: str = "visited"
+    # The 80 % interval published with every ETA (eta_earliest, eta_latest).
+    spread: Spread = field(default_factory=Spread)
     eta_change_s: float = 30.0
     eta_change_frac: float = 0.05
     arriving_s: float = 300.0
@@ -78,5 +88,7 @@ class EtaConfig:
                 raise ValueError(f"{name} must not be negative")
         if self.max_speed_mps < self.min_speed_mps:
             raise ValueError("max_speed_mps must not be below min_speed_mps")
+        if self.auto_complete not in AUTO_COMPLETE:
+            raise ValueError(f"auto_complete must be one of {', '.join(AUTO_COMPLETE)}")
         if min(self.off_route_fixes, self.back_on_route_fixes, self.depart_fixes) < 1:
             raise ValueError("fix counts must be at least 1")

@@ -100,7 +100,10 @@ def pace_of(plan: RoutePlan, state: RouteState, cfg: EtaConfig) -> Pace:
     return Pace(near, far, cfg.near_s, local)
 
 
-def progress_of(plan: RoutePlan, state: RouteState, t: float, pace: Pace, ch: Chain) -> Progress:
+def progress_of(
+    plan: RoutePlan, state: RouteState, t: float, pace: Pace, ch: Chain, cfg: EtaConfig
+) -> Progress:
+    """The update to publish: every stop's ETA with its interval, and the next stop."""
     stops = state.stops
     ids = plan.stop_ids
     etas, dists = ch.etas, ch.dists
@@ -126,5 +129,5 @@ def progress_of(plan: RoutePlan, state: RouteState, t: float, pace: Pace, ch: Ch
         straight_line=plan.straight_line,
         speed_mps=pace.near_mps,
         next_stop_id=next_id,
-        etas=Ledger(ids, plan.seqs, plan.position, stops, etas, dists),
+        etas=Ledger(ids, plan.seqs, plan.position, stops, etas, dists, t, cfg.spread),
     )

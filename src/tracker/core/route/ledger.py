@@ -7,18 +7,22 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from tracker.core.model import JsonDict, StopStatus
+from tracker.core.route.interval import Spread
 from tracker.core.route.state import StopState
 
 
 @dataclass(frozen=True, slots=True)
 class StopEta:
-    """A stop's status and expected arrival (None once done) with the distance to go."""
+    """A stop's status and expected arrival (None once done) with the distance to go, and
+    the 80 % interval of that arrival (`eta_earliest`, `eta_latest`; None without an ETA)."""
 
     stop_id: int
     seq: int
     status: str
     eta: datetime | None
     distance_m: float | None
+    eta_earliest: datetime | None = None
+    eta_latest: datetime | None = None
 
 
 class Ledger(NamedTuple):
@@ -30,27 +34,22 @@ class Ledger(NamedTuple):
     stops: tuple[StopState, ...]
     etas: list[float | None]
     dists: list[float | None]
+    now_s: float = 0.0
+    spread: Spread | None = None
 
     def all(self) -> tuple[StopEta, ...]:
-        arrived = StopStatus.ARRIVED
-        out = []
-        # One tight pass: this runs for every published update of a long route.
-        for sid, seq, st, e, d in zip(
-            self.ids, self.seqs, self.stops, self.etas, self.dists, strict=True
-        ):
-            if e is not None:
-                out.append(StopEta(sid, seq, st.status, utc(e), d))
-            elif st.status == arrived and st.arrived_s is not None:
-                out.append(StopEta(sid, seq, st.status, utc(st.arrived_s), 0.0))
-            else:
-                out.append(StopEta(sid, seq, st.status, None, None))
-        return tuple(out)
+        return tuple(self.one(k) for k in range(len(self.ids)))
 
     def one(self, k: int) -> StopEta:
         st = self.stops[k]
         e = self.etas[k]
         if e is not None:
-            return StopEta(self.ids[k], self.seqs[k], st.status, utc(e), self.dists[k])
+            if self.spread is None:
+                return StopEta(self.ids[k], self.seqs[k], st.status, utc(e), self.dists[k])
+            lo, hi = self.spread.bounds(self.now_s, e)
+            return StopEta(
+                self.ids[k], self.seqs[k], st.status, utc(e), self.dists[k], utc(lo), utc(hi)
+            )
         if st.status == StopStatus.ARRIVED and st.arrived_s is not None:
             return StopEta(self.ids[k], self.seqs[k], st.status, utc(st.arrived_s), 0.0)
         return StopEta(self.ids[k], self.seqs[k], st.status, None, None)
@@ -133,6 +132,8 @@ class Progress:
                     "seq": e.seq,
                     "status": e.status,
                     "eta": None if e.eta is None else e.eta.isoformat(),
+                    "eta_earliest": None if e.eta_earliest is None else e.eta_earliest.isoformat(),
+                    "eta_latest": None if e.eta_latest is None else e.eta_latest.isoformat(),
                     "distance_m": None if e.distance_m is None else round(e.distance_m, 1),
                 }
                 for e in self.etas

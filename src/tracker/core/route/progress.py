@@ -171,4 +171,4 @@ def current(
         t = max(plan.route.planned_start.timestamp(), time.timestamp())
     else:
         t = state.last_s
-    return progress_of(plan, state, t, pace, eta_chain(plan, state, t, pace, cfg))
+    return progress_of(plan, state, t, pace, eta_chain(plan, state, t, pace, cfg), cfg)

@@ -144,7 +144,7 @@ def visit(
                 # The visit's length teaches how long visits take.
                 served_s += t - arrived_s
                 service_planned_s += plan.service_s[at]
-            stops = depart(stops, at, t, emit)
+            stops = depart(stops, at, t, emit, cfg)
             at, outside_fixes = None, 0
     if at is None:
         k = arrival(plan, stops, deferred, x, y, new_p, slack, s.moving, stay.duration(t), cfg)
@@ -265,10 +265,13 @@ def publish(
             e = ch.etas[k]
             assert e is not None
             old = pub[k]
+            lo, hi = cfg.spread.bounds(t, e)
             emit(
                 EventType.ETA_CHANGED,
                 k,
                 eta=iso(e),
+                eta_earliest=iso(lo),
+                eta_latest=iso(hi),
                 previous=None if old is None else iso(old),
                 distance_m=round(ch.dists[k] or 0.0, 1),
                 straight_line=plan.straight_line,
@@ -290,4 +293,4 @@ def publish(
             stops = with_stop(stops, k, replace(stops[k], announced=True))
     if published is not state.published or stops is not state.stops:
         state = replace(state, stops=stops, published=published)
-    return state, progress_of(plan, state, t, pace, ch)
+    return state, progress_of(plan, state, t, pace, ch, cfg)

@@ -17,15 +17,21 @@ from tracker.core.route.state import StopState, next_pending, with_stop
 DEFERRED = EventType.DEFERRED
 
 
-def depart(stops: tuple[StopState, ...], k: int, t: float, emit: Emitter) -> tuple[StopState, ...]:
-    """Leaving the stop being served; an arrival not yet closed by hand completes it."""
+def depart(
+    stops: tuple[StopState, ...], k: int, t: float, emit: Emitter, cfg: EtaConfig
+) -> tuple[StopState, ...]:
+    """Leaving the stop being served. An arrival nobody closed becomes a visit (or, when
+    the company lets departure complete stops, is completed)."""
     st = stops[k]
     arrived = st.arrived_s if st.arrived_s is not None else t
     emit(EventType.DEPARTED, k, dwell_s=round(t - arrived, 1))
-    if st.status == StopStatus.ARRIVED:
+    if st.status != StopStatus.ARRIVED:
+        return with_stop(stops, k, replace(st, departed_s=t))
+    if cfg.auto_complete == "departure":
         emit(EventType.COMPLETED, k, auto=True)
         return with_stop(stops, k, replace(st, status=StopStatus.COMPLETED, departed_s=t, done_s=t))
-    return with_stop(stops, k, replace(st, departed_s=t))
+    emit(EventType.VISITED, k, dwell_s=round(t - arrived, 1))
+    return with_stop(stops, k, replace(st, status=StopStatus.VISITED, departed_s=t))
 
 
 def defer(
