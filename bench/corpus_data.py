@@ -35,6 +35,7 @@ STOP_RADIUS_M = 30.0  # geofence of a bus stop, and the radius of a true arrival
 ON_PATH_M = 40.0  # a stop farther than this from the plan's path is not on this line
 PLANNED_SPEED_MPS = 30.0 / 3.6  # a single drive's plan
 SERVICE_S = 60.0  # a single drive's planned service per stop
+MAX_STRETCH = 3.0  # a test trip taking longer than this many times the plan is left out
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,8 @@ def line_cases(folder: Path) -> tuple[list[Case], Trip, int]:
             for s, o in zip(stops, offsets, strict=True)
         ]
         actual = _arrivals_in_order(t.fixes, planned)
+        if actual and max(actual.values()) - t.start.timestamp() > MAX_STRETCH * offsets[-1]:
+            continue  # a recording left running for hours is no single trip
         cases.append(Case(folder.name, t, t.start, planned, path, actual))
     return cases, plan_trip, len(stops)
 

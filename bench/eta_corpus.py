@@ -231,7 +231,11 @@ def learn(database_url: str) -> bool:
     """Run the server's learning job once (`tracker learn`), if this version has it."""
     env = {**os.environ, "DATABASE_URL": database_url}
     done = subprocess.run(
-        [str(common.TRACKER), "learn"], env=env, capture_output=True, text=True, check=False
+        [str(common.TRACKER), "learn", "--quiet-s", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return done.returncode == 0
 
@@ -362,6 +366,22 @@ def print_table(title: str, rows: dict[str, dict[str, dict[str, float]]]) -> Non
     print(f"  {'ours':<12}" + "".join(f"{c:>12}" for c in cov))
 
 
+def spread_table(preds: Sequence[Prediction]) -> list[tuple[float, int, float, float]]:
+    """(horizon s, n, q10, q90) of (actual time to go) / (our predicted time to go), for
+    predicted horizons near each of the interval table's horizons: what calibrates it."""
+    out = []
+    for h in (60.0, 300.0, 900.0, 1800.0, 3600.0):
+        ratios = sorted(
+            (p.actual - p.made) / (p.ours - p.made)
+            for p in preds
+            if h / 1.6 <= p.ours - p.made <= h * 1.6
+        )
+        if len(ratios) >= 20:
+            q = len(ratios) - 1
+            out.append((h, len(ratios), ratios[int(0.1 * q)], ratios[int(0.9 * q)]))
+    return out
+
+
 def by_day(preds: Sequence[Prediction]) -> list[tuple[str, str, dict[str, float]]]:
     """MAE of every model per (group, day)."""
     days: dict[tuple[str, str], list[Prediction]] = defaultdict(list)
@@ -431,7 +451,8 @@ def main() -> None:
         print(f"(Delft drive not found at {delft}: skipped)")
     groups: list[tuple[str, list[cd.Case]]] = [("labexp", bus)]
     groups += [(c.line, [c]) for c in drives]
-    env = {"TRACKER_COMMIT_INTERVAL_MS": "1"}
+    # Learning runs between days only (`tracker learn`), so no day learns from itself.
+    env = {"TRACKER_COMMIT_INTERVAL_MS": "1", "TRACKER_LEARN_INTERVAL_S": "0"}
     with common.running_server(DATABASE, ADMIN, env_overrides=env) as server:
         preds, totals = asyncio.run(run_all(server.base, groups, args.parallel))
     elapsed = time.time() - began
@@ -457,6 +478,9 @@ def main() -> None:
         cells = " / ".join(f"{mae[m]:.0f}" for m in MODELS)
         print(f"  {g:<24}{d:<12}{cells:<26}{mark}")
     print(f"ours beats every baseline on {wins[True]} of {len(days)} days")
+    print("\n## interval calibration (bus lines): actual / predicted time to go, by horizon")
+    for h, n, q10, q90 in spread_table(pooled):
+        print(f"  {h:>6.0f} s  n={n:<7} q10={q10:.2f}  q90={q90:.2f}")
     print(f"\n{len(preds)} predictions, {totals}, {elapsed:.0f} s wall (busy shared machine)")
     chart(rows_by_group, args.chart)
     print(f"chart: {args.chart}")

@@ -21,6 +21,7 @@ from tracker.live.source import load_vehicles
 from tracker.services.auth import Authenticator
 from tracker.services.delivery import WebhookSender
 from tracker.services.ingest import IngestService
+from tracker.services.learning import LearningService
 from tracker.services.routing import RoutingService, with_routes
 from tracker.store import retention
 from tracker.store import webhooks as webhook_store
@@ -44,6 +45,7 @@ class Runtime:
     routing: RoutingService
     webhooks: WebhookSender
     limits: Limits
+    learning: LearningService
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -89,11 +91,14 @@ class Runtime:
             routing=routing,
             webhooks=WebhookSender(pool, settings),
             limits=Limits.from_settings(settings),
+            learning=LearningService(pool, settings.learn_interval_s),
         )
         rt.spawn(rt._flush_metrics(), "metrics")
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt.webhooks.run(), "webhooks")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
+        if settings.learn_interval_s > 0:
+            rt.spawn(rt.learning.run(), "learning")
         if settings.retention_days > 0:
             rt.spawn(
                 retention.keep_pruning(

@@ -40,6 +40,7 @@ from tracker.core.route import progress
 from tracker.core.route.progress import EtaConfig, RoutePlan, RouteState
 from tracker.live.bus import Bus
 from tracker.live.hub import Hub
+from tracker.store import learning as learned
 from tracker.store import routes as store
 from tracker.store.devices import Device
 
@@ -274,7 +275,7 @@ class RoutingService:
                 straight_line=straight_line,
             )
             try:
-                plan = progress.plan(route)
+                plan = progress.plan(route, await learned.snapshot(conn, route.path))
             except ValueError as exc:
                 raise RouteInvalid(str(exc)) from exc
             state = progress.start(plan)
@@ -350,7 +351,8 @@ class RoutingService:
         if plan is not None:
             self._plans.move_to_end(route_id)
             return plan
-        plan = progress.plan(await store.load_route(conn, route_id))
+        route = await store.load_route(conn, route_id)
+        plan = progress.plan(route, await learned.snapshot(conn, route.path))
         self._keep_plan(route_id, plan)
         return plan
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import shapely
 
 from tracker.core.geo import LocalProjection
 from tracker.core.model import Route, Stop
+from tracker.core.route import history as hist
 from tracker.core.route.config import EtaConfig
 from tracker.core.route.eta import PathIndex, Profile, Trust
 
@@ -17,6 +20,7 @@ class RoutePlan:
         "_trust",
         "along_m",
         "index",
+        "learned",
         "max_radius_m",
         "max_reach_m",
         "opens_s",
@@ -36,7 +40,9 @@ class RoutePlan:
         "xy",
     )
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: Route, history: hist.Snapshot | None = None) -> None:
+        """`history`: travel times learned near the route's path (see `history`); the
+        plan's timing is then the learned one, shrunk toward the route's own."""
         if not route.stops:
             raise ValueError("a route needs at least one stop")
         if len(route.path) < 2:
@@ -67,8 +73,43 @@ class RoutePlan:
         self.straight_line = route.straight_line
         self.planned_speed_mps, self.planned_average_mps = self._planned_speeds(stops)
         self.profile = Profile(self._knots(stops))
+        self.learned = False
+        if history and not self.straight_line:
+            self._learn(history)
         self.planned_m = tuple(self.profile.planned_m(a) for a in self.along_m)
         self._trust: tuple[EtaConfig, Trust] | None = None
+
+    def _learn(self, history: hist.Snapshot) -> None:
+        """Replace the plan's timing along the path by the learned one, where there is any."""
+        line = self.index.line
+        length = self.index.length_m
+        n = max(1, math.ceil(length / hist.PIECE_M))
+        default = EtaConfig().planned_speed_mps
+        speed = self.planned_speed_mps or default
+        pieces = []
+        plan_s = []
+        for i in range(1, n + 1):
+            a0, a1 = length * (i - 1) / n, length * i / n
+            p0, p1, mid = (
+                line.interpolate(a0),
+                line.interpolate(a1),
+                line.interpolate(0.5 * (a0 + a1)),
+            )
+            lat0, lon0 = self.projection.to_latlon(p0.x, p0.y)
+            lat1, lon1 = self.projection.to_latlon(p1.x, p1.y)
+            lat, lon = self.projection.to_latlon(mid.x, mid.y)
+            pieces.append((a1, lat, lon, hist.heading_of(lat0, lon0, lat1, lon1)))
+            plan_s.append(self.profile.planned_m(a1) / speed)
+        knots = hist.profile_knots(pieces, plan_s, self.route.planned_start.timestamp(), history)
+        if knots is None:
+            return
+        self.learned = True
+        self.profile = Profile(knots)
+        end = self.along_m[-1] if self.along_m[-1] > 0.0 else length
+        driving = self.profile.planned_m(end) * (knots[-1][1] / knots[-1][0])
+        if driving > 0.0:
+            self.planned_speed_mps = end / driving
+            self.planned_average_mps = end / (driving + sum(self.service_s[:-1]))
 
     def _planned_speeds(self, stops: list[Stop]) -> tuple[float | None, float | None]:
         """The speeds the plan assumed, from the last stop with a planned arrival: driving

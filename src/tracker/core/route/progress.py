@@ -31,6 +31,7 @@ from tracker.core.route import stages
 from tracker.core.route.config import EtaConfig
 from tracker.core.route.events import Emitter
 from tracker.core.route.forecast import eta_chain, pace_of, progress_of
+from tracker.core.route.history import Snapshot
 from tracker.core.route.ledger import Progress, StopEta
 from tracker.core.route.plan import RoutePlan
 from tracker.core.route.state import STATE_VERSION, RouteState, StopState, all_done, start
@@ -60,9 +61,13 @@ _EVENT_FOR = {
 }
 
 
-def plan(route: Route) -> RoutePlan:
-    """Build the per-route plan; cache it with the route, it is reused for every fix."""
-    return RoutePlan(route)
+def plan(route: Route, history: Snapshot | None = None) -> RoutePlan:
+    """Build the per-route plan; cache it with the route, it is reused for every fix.
+
+    `history` is a snapshot of the travel times learned near the route's path (the store
+    loads it, `history.cells_of_path` says which cells to load); without, or where it knows
+    nothing, the route's own plan stands."""
+    return RoutePlan(route, history)
 
 
 def step(
