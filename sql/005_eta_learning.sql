@@ -9,6 +9,8 @@ ALTER TABLE stops ADD CONSTRAINT stops_status_check
 -- Every ETA comes with its 80 % interval (10th and 90th percentiles).
 ALTER TABLE stops ADD COLUMN eta_earliest timestamptz;
 ALTER TABLE stops ADD COLUMN eta_latest timestamptz;
+-- Passed by without a visit: expected after the others, and not "the next stop".
+ALTER TABLE stops ADD COLUMN deferred boolean NOT NULL DEFAULT false;
 
 -- Travel time learned from stored drives, by stretch of road: a grid cell of about 110 m
 -- (0.001 degree of latitude and longitude), the heading octant it was crossed in, and the

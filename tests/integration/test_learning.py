@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from tests.conftest import Server, add_device
+from tests.conftest import DeviceCreds, Server, add_device
 from tests.integration.test_routes_api import (
+    LAT,
     STREET_M,
+    Json,
     create_route,
     drive,
     get_route,
     post_fixes,
     route_body,
 )
+
+# A street of its own, north of the one the other route tests drive (their drives are
+# learned too, when they share the database).
+NORTH = 0.05
+
+
+def body(dev: DeviceCreds, start: datetime) -> Json:
+    b = route_body(dev, start)
+    for point in b["path"]["coordinates"]:
+        point[1] += NORTH
+    for stop in b["stops"]:
+        stop["lat"] += NORTH
+    return b
 
 
 def eta_s(route: dict[str, object], k: int, start: datetime) -> float:
@@ -27,13 +43,14 @@ async def test_a_finished_drive_teaches_the_next_routes_on_those_roads(
 ) -> None:
     start = datetime(2020, 6, 1, 8, tzinfo=UTC)  # a Monday, long past
     first = await add_device(server)
-    taught = await create_route(server, route_body(first, start))
+    taught = await create_route(server, body(first, start))
     # Before anything is learned, a new route's ETAs come from its plan (a default speed);
     # planned ahead, so its ETAs before any fix run from its planned start.
     ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
-    plain = await create_route(server, route_body(await add_device(server), ahead))
+    plain = await create_route(server, body(await add_device(server), ahead))
     # The first van crawls down the street at 3 m/s: three times slower than planned.
-    await post_fixes(server, first, drive(start, STREET_M, speed=3.0, every_s=2.0), batch=50)
+    crawl = [replace(f, lat=LAT + NORTH) for f in drive(start, STREET_M, speed=3.0, every_s=2.0)]
+    await post_fixes(server, first, crawl, batch=50)
     runtime = server.runtime
     # The van's drive is over (its last fix is long past); the route never driven is not.
     assert await runtime.learning.learn_once() >= 1
@@ -47,7 +64,7 @@ async def test_a_finished_drive_teaches_the_next_routes_on_those_roads(
     # A new route on the same street expects slower going: one drive, shrunk toward the
     # plan (worth three), takes its pace from 8.3 m/s to about 6.5.
     later = ahead + timedelta(hours=1)
-    learnt = await create_route(server, route_body(await add_device(server), later))
+    learnt = await create_route(server, body(await add_device(server), later))
     for k in range(3):
         assert eta_s(learnt, k, later) > 1.2 * eta_s(plain, k, ahead)
     # Its interval is there from the start.
@@ -55,7 +72,7 @@ async def test_a_finished_drive_teaches_the_next_routes_on_those_roads(
     assert stop["eta_earliest"] < stop["eta"] < stop["eta_latest"]
 
     # A route the other way along the street knows nothing of it.
-    back = route_body(await add_device(server), later)
+    back = body(await add_device(server), later)
     back["path"]["coordinates"].reverse()
     back["stops"].reverse()
     other = await create_route(server, back)

@@ -56,6 +56,7 @@ STOP_KEYS = {
     "eta",
     "eta_earliest",
     "eta_latest",
+    "deferred",
     "arrived_at",
     "completed_at",
     "reason",

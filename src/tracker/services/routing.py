@@ -149,6 +149,7 @@ def stop_values(
                 eta=eta.eta,
                 eta_earliest=eta.eta_earliest,
                 eta_latest=eta.eta_latest,
+                deferred=k in state.deferred,
             )
         )
     return out

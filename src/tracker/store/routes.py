@@ -49,6 +49,7 @@ class StopValues:
     eta: datetime | None
     eta_earliest: datetime | None = None  # the ETA's 80 % interval
     eta_latest: datetime | None = None
+    deferred: bool = False  # passed by without a visit, expected after the others
 
 
 async def lock_device(conn: asyncpg.Connection, device_id: int) -> None:
@@ -265,10 +266,13 @@ async def save_stops(conn: asyncpg.Connection, route_id: int, stops: Sequence[St
         """
         UPDATE stops SET status = v.status, reason = v.reason, arrived_at = v.arrived_at,
                          completed_at = v.completed_at, eta = v.eta,
-                         eta_earliest = v.eta_earliest, eta_latest = v.eta_latest
+                         eta_earliest = v.eta_earliest, eta_latest = v.eta_latest,
+                         deferred = v.deferred
         FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
-                    $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[])
-             AS v(id, status, reason, arrived_at, completed_at, eta, eta_earliest, eta_latest)
+                    $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[],
+                    $10::boolean[])
+             AS v(id, status, reason, arrived_at, completed_at, eta, eta_earliest, eta_latest,
+                  deferred)
         WHERE stops.id = v.id AND stops.route_id = $1
         """,
         route_id,
@@ -280,6 +284,7 @@ async def save_stops(conn: asyncpg.Connection, route_id: int, stops: Sequence[St
         [s.eta for s in stops],
         [s.eta_earliest for s in stops],
         [s.eta_latest for s in stops],
+        [s.deferred for s in stops],
     )
 
 
@@ -316,7 +321,8 @@ FROM routes r JOIN devices d ON d.id = r.device_id
 _STOP_COLUMNS = """
 SELECT route_id, id, seq, name, recipient, ST_Y(location::geometry) AS lat,
        ST_X(location::geometry) AS lon, radius_m, service_s, planned_arrival, window_start,
-       window_end, status, eta, eta_earliest, eta_latest, arrived_at, completed_at, reason
+       window_end, status, eta, eta_earliest, eta_latest, deferred, arrived_at, completed_at,
+       reason
 FROM stops
 """
 
@@ -344,6 +350,7 @@ def route_json(route: asyncpg.Record, stops: Sequence[asyncpg.Record]) -> JsonDi
             "eta": _iso(s["eta"]),
             "eta_earliest": _iso(s["eta_earliest"]),
             "eta_latest": _iso(s["eta_latest"]),
+            "deferred": s["deferred"],
             "arrived_at": _iso(s["arrived_at"]),
             "completed_at": _iso(s["completed_at"]),
             "reason": s["reason"],
@@ -354,9 +361,12 @@ def route_json(route: asyncpg.Record, stops: Sequence[asyncpg.Record]) -> JsonDi
         for s in stops
     ]
     # The stop being served, else the first one still to visit: what a map highlights.
+    # A stop passed by without a visit (deferred) comes after the others.
     next_stop = next((s["id"] for s in stop_list if s["status"] == "arrived"), None)
     if next_stop is None:
-        next_stop = next((s["id"] for s in stop_list if s["status"] == "pending"), None)
+        pending = [s for s in stop_list if s["status"] == "pending"]
+        first = next((s for s in pending if not s["deferred"]), pending[0] if pending else None)
+        next_stop = None if first is None else first["id"]
     return {
         "id": route["id"],
         "device": route["device"],
