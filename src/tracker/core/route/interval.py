@@ -22,7 +22,7 @@ class Spread:
 
     horizons_s: tuple[float, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0)
     low: tuple[float, ...] = (0.55, 0.7, 0.75, 0.78, 0.8)
-    high: tuple[float, ...] = (2.2, 1.6, 1.4, 1.32, 1.3)
+    high: tuple[float, ...] = (2.2, 1.6, 1.45, 1.45, 1.6)
     floor_s: float = 30.0
 
     def __post_init__(self) -> None:
