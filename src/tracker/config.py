@@ -17,6 +17,8 @@ from typing import Any, get_type_hints
 
 from limits import parse_many
 
+from tracker.core.destinations import check_networks
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tracker"
 DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 DEFAULT_TILE_ATTRIBUTION = "&copy; OpenStreetMap contributors"
@@ -87,7 +89,10 @@ class Settings:
         100.0, "TRACKER_MAX_SPEED_MPS", "implausible-jump filter between consecutive fixes"
     )
     auth_cache_s: float = _setting(
-        5.0, "TRACKER_AUTH_CACHE_S", "how long an instance caches a token lookup"
+        3600.0,
+        "TRACKER_AUTH_CACHE_S",
+        "longest an instance trusts a cached token lookup (changes made through the server "
+        "reach every instance at once); 0 = no cache",
     )
     db_pool_size: int = _setting(
         8, "TRACKER_DB_POOL_SIZE", "database connections per worker process", minimum=1
@@ -215,6 +220,33 @@ class Settings:
         20,
         "TRACKER_WS_MAX_PER_TOKEN",
         "WebSocket clients one credential may hold open per process (0 = no limit)",
+    )
+    # Hardening (issue 15, harden-a): webhook destinations, token caches, slow bodies.
+    webhook_allow_cidrs: str = _setting(
+        "",
+        "TRACKER_WEBHOOK_ALLOW_CIDRS",
+        "networks webhooks may reach although not public (CIDRs, comma-separated, e.g. "
+        "`10.0.0.0/8`); unset = public addresses only",
+        check=check_networks,
+    )
+    auth_cache_size: int = _setting(
+        120_000,
+        "TRACKER_AUTH_CACHE_SIZE",
+        "token lookups an instance keeps (device tokens, keys, sessions; least recently used "
+        "go first)",
+        minimum=1,
+    )
+    body_timeout_s: float = _setting(
+        30.0,
+        "TRACKER_BODY_TIMEOUT_S",
+        "a request body must arrive within this many seconds of its headers (408 beyond)",
+        minimum=0.001,
+    )
+    max_anonymous_bodies: int = _setting(
+        64,
+        "TRACKER_MAX_ANONYMOUS_BODIES",
+        "request bodies read at once per process before the caller is authenticated (503 beyond)",
+        minimum=1,
     )
     # ETAs and learning (issue 12): what leaving a stop does to an arrival nobody closed,
     # and how often an instance folds finished drives into the learned travel times.

@@ -72,6 +72,9 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("POST", "/api/v1/session"): (400, 401, 401, 401, 200, 200),
     ("GET", "/api/v1/session"): STAFF,
     ("DELETE", "/api/v1/session"): (204, 204, 204, 204, 204, 204),
+    ("GET", "/api/v1/sessions"): STAFF,
+    # A session of the caller's own (the admin may end any): opened for each request.
+    ("DELETE", "/api/v1/sessions/{session_id}"): (401, 401, 401, 401, 204, 204),
     ("GET", "/"): PUBLIC,
     ("GET", "/map"): PUBLIC,
     ("GET", "/driver"): PUBLIC,
@@ -159,9 +162,30 @@ async def sign_in(fleet: Fleet, token: str | None) -> Call:
     return Call("POST", "/api/v1/session", json={"token": token or ""})
 
 
+async def session_cookie(fleet: Fleet, token: str) -> str:
+    """The cookie a sign-in with `token` gives; the token itself for callers it does not
+    sign in (which then proves a raw credential in the cookie opens nothing)."""
+    async with httpx.AsyncClient(base_url=fleet.server.base_url, timeout=30.0) as client:
+        r = await client.post("/api/v1/session", json={"token": token})
+    if r.status_code != 200:
+        return token
+    return str(r.cookies[SESSION_COOKIE])
+
+
 async def session(fleet: Fleet, token: str | None) -> Call:
-    cookie = {"Cookie": f"{SESSION_COOKIE}={token}"} if token else {}
+    cookie = {"Cookie": f"{SESSION_COOKIE}={await session_cookie(fleet, token)}"} if token else {}
     return Call("GET", "/api/v1/session", cookie)
+
+
+async def end_fresh_session(fleet: Fleet, token: str | None) -> Call:
+    """Ending needs a session of the caller's own that still exists: one per request."""
+    opened = await session_cookie(fleet, token) if token else None
+    session_id = 999_999
+    if opened is not None and opened != token:
+        async with httpx.AsyncClient(base_url=fleet.server.base_url, timeout=30.0) as client:
+            r = await client.get("/api/v1/sessions", headers=bearer(token))
+        session_id = next(s["id"] for s in r.json()["sessions"])
+    return Call("DELETE", f"/api/v1/sessions/{session_id}", bearer(token))
 
 
 async def delete_fresh_webhook(fleet: Fleet, token: str | None) -> Call:
@@ -234,6 +258,8 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("POST", "/api/v1/session"): sign_in,
     ("GET", "/api/v1/session"): session,
     ("DELETE", "/api/v1/session"): with_bearer("DELETE", "/api/v1/session"),
+    ("GET", "/api/v1/sessions"): with_bearer("GET", "/api/v1/sessions"),
+    ("DELETE", "/api/v1/sessions/{session_id}"): end_fresh_session,
     ("GET", "/"): with_bearer("GET", "/"),
     ("GET", "/map"): with_bearer("GET", "/map"),
     ("GET", "/driver"): with_bearer("GET", "/driver"),
@@ -296,21 +322,25 @@ async def test_staff_credentials_work_in_every_place_and_only_theirs(
     fleet: Fleet, place: str
 ) -> None:
     """Dispatcher and admin credentials are read from the header, `?token=` and the session
-    cookie alike; a device token or tracking token in any of them opens nothing."""
+    cookie (of a session they signed in) alike; a device token or tracking token in any of
+    them opens nothing, nor does any token put in the cookie as it is."""
 
-    def sent(token: str) -> dict[str, Any]:
+    async def sent(token: str) -> dict[str, Any]:
         if place == "bearer":
             return {"headers": {"Authorization": f"Bearer {token}"}}
         if place == "query":
             return {"params": {"token": token}}
-        return {"headers": {"Cookie": f"{SESSION_COOKIE}={token}"}}
+        return {"headers": {"Cookie": f"{SESSION_COOKIE}={await session_cookie(fleet, token)}"}}
 
     async with httpx.AsyncClient(base_url=fleet.server.base_url, timeout=30.0) as client:
         for caller in CALLERS[1:]:
             token = secret(fleet, caller)
             assert token is not None
-            devices = await client.get("/api/v1/devices", **sent(token))
-            create = await client.post("/api/v1/devices", json=new_device(), **sent(token))
+            devices = await client.get("/api/v1/devices", **await sent(token))
+            create = await client.post("/api/v1/devices", json=new_device(), **await sent(token))
+            if place == "cookie":
+                raw = {"Cookie": f"{SESSION_COOKIE}={token}"}
+                assert (await client.get("/api/v1/devices", headers=raw)).status_code == 401
             if caller in ("dispatcher", "admin"):
                 assert devices.status_code == 200
                 assert create.status_code == (201 if caller == "admin" else 403)

@@ -12,6 +12,7 @@ import asyncpg
 
 from tracker import metrics
 from tracker.api.ratelimit import Limits
+from tracker.api.slowbody import BodyGuard
 from tracker.config import Settings
 from tracker.core.filters import FilterConfig
 from tracker.core.route.progress import EtaConfig
@@ -45,6 +46,7 @@ class Runtime:
     routing: RoutingService
     webhooks: WebhookSender
     limits: Limits
+    bodies: BodyGuard
     learning: LearningService
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -70,6 +72,12 @@ class Runtime:
             max_speed_mps=settings.max_speed_mps,
             max_age_s=settings.retention_days * 86400.0 or None,
         )
+        auth = Authenticator(
+            pool, settings.admin_token, settings.auth_cache_s, settings.auth_cache_size, bus
+        )
+        # Credential changes travel on the bus: every instance forgets and disconnects.
+        bus.subscribe(auth.on_bus)
+        bus.on_resumed(auth.on_bus_resumed)
         ingest = IngestService(writer, bus, cfg)
         routing = RoutingService(
             pool,
@@ -85,17 +93,22 @@ class Runtime:
             pool=pool,
             writer=writer,
             bus=bus,
-            auth=Authenticator(pool, settings.admin_token, settings.auth_cache_s),
+            auth=auth,
             ingest=ingest,
             hub=hub,
             routing=routing,
             webhooks=WebhookSender(pool, settings),
             limits=Limits.from_settings(settings),
+            bodies=BodyGuard(
+                settings.body_timeout_s, settings.max_anonymous_bodies, settings.retry_after_s
+            ),
             learning=LearningService(pool, settings.learn_interval_s),
         )
         rt.spawn(rt._flush_metrics(), "metrics")
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt.webhooks.run(), "webhooks")
+        rt.spawn(auth.keep_checking(), "auth-recheck")
+        rt.spawn(rt.bodies.run(), "body-deadlines")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
         if settings.learn_interval_s > 0:
             rt.spawn(rt.learning.run(), "learning")

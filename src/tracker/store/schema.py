@@ -1,0 +1,273 @@
+"""The database schema, declared once as SQLAlchemy Core tables with GeoAlchemy2 types.
+
+The migrations in `sql/` are what creates and changes the database (hand-written SQL:
+partitioning, triggers, functions); this is the schema they must produce, in one place
+for reading, and `tests/integration/test_schema.py` fails when the two disagree (tables,
+columns and their types and nullability, keys, foreign keys, unique constraints, indexes
+and the number of check constraints). Queries are written in SQL against asyncpg, which
+is faster on the hot path than going through SQLAlchemy; this module is their reference.
+"""
+
+from __future__ import annotations
+
+from geoalchemy2 import Geography
+from sqlalchemy import (
+    REAL,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
+
+metadata = MetaData()
+
+Timestamp = TIMESTAMP(timezone=True)
+Point = Geography("POINT", srid=4326, spatial_index=False)
+Line = Geography("LINESTRING", srid=4326, spatial_index=False)
+EMPTY_JSON = text("'{}'::jsonb")
+NOW = text("now()")
+
+
+def _fix_columns() -> list[Column[object]]:
+    # positions and last_positions share the fix's columns.
+    return [
+        Column("fix_time", Timestamp, nullable=False),
+        Column("received_at", Timestamp, nullable=False),
+        Column("geog", Point, nullable=False),
+        Column("speed", REAL),
+        Column("course", REAL),
+        Column("accuracy", REAL),
+        Column("altitude", REAL),
+        Column("attributes", JSONB, nullable=False, server_default=EMPTY_JSON),
+    ]
+
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("applied_at", Timestamp, nullable=False, server_default=NOW),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("unique_id", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+)
+
+# Range-partitioned by month on fix_time (sql/001_ingest.sql); no foreign key to devices.
+positions = Table(
+    "positions",
+    metadata,
+    Column("device_id", BigInteger, nullable=False),
+    *_fix_columns(),
+    PrimaryKeyConstraint("device_id", "fix_time"),
+)
+
+last_positions = Table(
+    "last_positions",
+    metadata,
+    Column(
+        "device_id",
+        BigInteger,
+        ForeignKey("devices.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    *_fix_columns(),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("key_hash", LargeBinary, nullable=False, unique=True),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("role IN ('dispatcher', 'admin')"),
+)
+
+routes = Table(
+    "routes",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("device_id", BigInteger, ForeignKey("devices.id"), nullable=False),
+    Column("planned_start", Timestamp, nullable=False),
+    Column("path", Line, nullable=False),
+    Column("straight_line", Boolean, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'active'")),
+    Column("off_route", Boolean, nullable=False, server_default=text("false")),
+    Column("route_state", JSONB, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("status IN ('active', 'completed', 'cancelled')"),
+    Index(
+        "routes_active_by_device",
+        "device_id",
+        text("id DESC"),
+        postgresql_where=text("status = 'active'"),
+    ),
+)
+
+stops = Table(
+    "stops",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("route_id", BigInteger, ForeignKey("routes.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("location", Point, nullable=False),
+    Column("name", Text, nullable=False, server_default=text("''")),
+    Column("recipient", Text, nullable=False, server_default=text("''")),
+    Column("service_s", Double, nullable=False, server_default=text("0")),
+    Column("radius_m", Double, nullable=False, server_default=text("50")),
+    Column("planned_arrival", Timestamp),
+    Column("window_start", Timestamp),
+    Column("window_end", Timestamp),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("reason", Text),
+    Column("arrived_at", Timestamp),
+    Column("completed_at", Timestamp),
+    Column("eta", Timestamp),
+    # sql/003_tracking.sql: the customer link's token digest and when the stop became done.
+    Column("tracking_hash", LargeBinary),
+    Column("done_at", Timestamp),
+    UniqueConstraint("route_id", "seq"),
+    CheckConstraint("service_s >= 0"),
+    CheckConstraint("radius_m > 0"),
+    CheckConstraint("status IN ('pending', 'arrived', 'completed', 'failed', 'skipped')"),
+    CheckConstraint("window_end IS NULL OR window_start IS NULL OR window_end >= window_start"),
+    CheckConstraint("octet_length(tracking_hash) = 32"),
+    Index(
+        "stops_by_tracking_hash",
+        "tracking_hash",
+        unique=True,
+        postgresql_where=text("tracking_hash IS NOT NULL"),
+    ),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("type", Text, nullable=False),
+    Column("time", Timestamp, nullable=False),
+    Column("device_id", BigInteger, ForeignKey("devices.id"), nullable=False),
+    Column("route_id", BigInteger, ForeignKey("routes.id", ondelete="CASCADE")),
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="CASCADE")),
+    Column("data", JSONB, nullable=False, server_default=EMPTY_JSON),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Index("events_by_route", "route_id", "id"),
+    Index("events_by_device_time", "device_id", "time"),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("events", ARRAY(Text), nullable=False),
+    Column("eta_threshold_s", Double, nullable=False, server_default=text("300")),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("deleted_at", Timestamp),
+    CheckConstraint("cardinality(events) > 0"),
+    CheckConstraint("eta_threshold_s >= 0"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("public_id", Uuid, nullable=False, unique=True),
+    Column("webhook_id", BigInteger, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", BigInteger, ForeignKey("events.id", ondelete="SET NULL")),
+    Column("event_type", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", Timestamp, nullable=False, server_default=NOW),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("delivered_at", Timestamp),
+    Column("last_error", Text),
+    CheckConstraint("status IN ('pending', 'delivered', 'failed', 'cancelled')"),
+    Index(
+        "webhook_deliveries_due",
+        "next_attempt_at",
+        "id",
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("webhook_deliveries_by_webhook", "webhook_id", text("id DESC")),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column(
+        "delivery_id",
+        BigInteger,
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Column("duration_ms", Double, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    UniqueConstraint("delivery_id", "attempt"),
+)
+
+webhook_eta_marks = Table(
+    "webhook_eta_marks",
+    metadata,
+    Column(
+        "webhook_id",
+        BigInteger,
+        ForeignKey("webhooks.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="CASCADE"), primary_key=True),
+    Column("eta", Timestamp, nullable=False),
+)
+
+# Sign-in sessions (sql/008_hardening.sql): the cookie's random id is kept as its digest.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column("role", Text, nullable=False),
+    Column("key_id", BigInteger, ForeignKey("api_keys.id", ondelete="CASCADE")),
+    Column("credential_hash", LargeBinary, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("last_seen_at", Timestamp, nullable=False, server_default=NOW),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("user_agent", Text, nullable=False, server_default=text("''")),
+    Column("client", Text, nullable=False, server_default=text("''")),
+    CheckConstraint("octet_length(token_hash) = 32"),
+    CheckConstraint("role IN ('dispatcher', 'admin')"),
+    CheckConstraint("octet_length(credential_hash) = 32"),
+    Index("sessions_by_key", "key_id"),
+    Index("sessions_by_expiry", "expires_at"),
+)
