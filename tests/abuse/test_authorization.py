@@ -12,6 +12,7 @@ matrix does not list, so a new endpoint cannot ship without deciding who may use
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,6 +81,31 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("GET", "/driver"): PUBLIC,
     ("GET", "/static/{path}"): PUBLIC,
     ("GET", "/static/vendor/leaflet/{path}"): PUBLIC,
+    # The doorstep (issue 16). Reports go to the spare stop; the customer's link calls use a
+    # fresh delivery of their own each time (see `fresh_link`), so no cell changes another.
+    ("POST", "/api/v1/routes/{route_id}/stops/{stop_id}/report"): (401, 200, 403, 401, 200, 200),
+    ("GET", "/api/v1/proofs/{proof_id}"): STAFF,
+    ("GET", "/api/v1/driver/settings"): (401, 200, 200, 401, 200, 200),
+    ("GET", "/t/{token}/details"): (404, 404, 404, 200, 404, 404),
+    ("POST", "/t/{token}/instructions"): (404, 404, 404, 200, 404, 404),
+    ("POST", "/t/{token}/reschedule"): (404, 404, 404, 201, 404, 404),
+    ("POST", "/t/{token}/rating"): (404, 404, 404, 201, 404, 404),
+    ("POST", "/t/{token}/messages"): (404, 404, 404, 200, 404, 404),
+    ("GET", "/t/{token}/proofs/{proof_id}"): (404, 404, 404, 200, 404, 404),
+    ("GET", "/api/v1/messages"): STAFF,
+    ("GET", "/api/v1/message-templates"): STAFF,
+    ("PUT", "/api/v1/message-templates/{kind}/{channel}/{language}"): STAFF,
+    ("DELETE", "/api/v1/message-templates/{kind}/{channel}/{language}"): (
+        401,
+        401,
+        401,
+        401,
+        204,
+        204,
+    ),
+    ("GET", "/api/v1/reschedules"): STAFF,
+    ("POST", "/api/v1/reschedules/{request_id}"): STAFF,
+    ("GET", "/api/v1/ratings"): STAFF,
     ("WS", "/ws/dispatch"): (401, 401, 401, 401, ACCEPTED, ACCEPTED),
     ("WS", "/ws/track/{token}"): (404, 404, 404, ACCEPTED, 404, 404),
 }
@@ -218,6 +244,101 @@ def new_route() -> dict[str, Any]:
 
 HOOK = {"url": HOOK_URL, "events": ["stop.completed"]}
 
+# -- the doorstep's builders -------------------------------------------------------------------
+
+PIXEL_PNG = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8Dw"
+    "HwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+)
+WINDOW = {"window_start": "2026-12-05T09:00:00Z", "window_end": "2026-12-05T11:00:00Z"}
+
+
+def report_body(fleet: Fleet, photo: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "client_id": str(uuid.uuid4()),
+        "status": "completed",
+        "time": now(),
+        # At the spare stop (route_body's second), so no far-away reason is needed.
+        "location": {"lat": 48.139, "lon": 11.580},
+    }
+    if photo:
+        body["proof"] = {"photo": PIXEL_PNG}
+    return body
+
+
+async def report_spare(fleet: Fleet, token: str | None) -> Call:
+    return Call(
+        "POST",
+        f"/api/v1/routes/{fleet.route_id}/stops/{fleet.spare_stop_id}/report",
+        bearer(token),
+        json=report_body(fleet),
+    )
+
+
+async def fresh_delivery(fleet: Fleet, delivered: bool = False) -> tuple[str, int | None]:
+    """A new route of the owner's (one stop with reschedule options): its link, and when
+    `delivered`, the proof id of the photo its completion carried."""
+    body = route_body(OWNER_ID)
+    body["stops"][1]["reschedule_windows"] = [WINDOW]
+    async with fleet.server.admin() as client:
+        r = await client.post("/api/v1/routes", json=body)
+        assert r.status_code == 201, r.text
+        route = r.json()
+        stop = route["stops"][1]
+        link = stop["tracking_url"].rsplit("/", 1)[1]
+        if not delivered:
+            return link, None
+        r = await client.post(
+            f"/api/v1/routes/{route['id']}/stops/{stop['id']}/report",
+            json=report_body(fleet, photo=True),
+        )
+        assert r.status_code == 200, r.text
+        proofs = r.json()["stops"][1]["outcome"]["proofs"]
+    return link, int(proofs[0]["id"])
+
+
+def fresh_link(method: str, suffix: str, body: Any = None, delivered: bool = False) -> Builder:
+    """The customer's calls: with a fresh delivery's link for the customer, the caller's own
+    credential in the path for everyone else."""
+
+    async def build(fleet: Fleet, token: str | None) -> Call:
+        link, proof_id = await fresh_delivery(fleet, delivered)
+        if token != fleet.tracking_token:
+            link = token or tokens.new_token()
+        path = suffix.format(proof_id=proof_id or 1)
+        return Call(method, f"/t/{link}/{path}", json=body)
+
+    return build
+
+
+async def proof_for_staff(fleet: Fleet, token: str | None) -> Call:
+    _, proof_id = await fresh_delivery(fleet, delivered=True)
+    return Call("GET", f"/api/v1/proofs/{proof_id}", bearer(token))
+
+
+TEMPLATE_PATH = "/api/v1/message-templates/delivered/sms/en"
+
+
+async def delete_fresh_template(fleet: Fleet, token: str | None) -> Call:
+    async with fleet.server.admin() as client:
+        r = await client.put(TEMPLATE_PATH, json={"body": "Delivered at $time."})
+    assert r.status_code == 200, r.text
+    return Call("DELETE", TEMPLATE_PATH, bearer(token))
+
+
+async def decide_fresh_request(fleet: Fleet, token: str | None) -> Call:
+    link, _ = await fresh_delivery(fleet)
+    async with fleet.server.client() as client:
+        r = await client.post(f"/t/{link}/reschedule", json={"window": 0})
+        assert r.status_code == 201, r.text
+    async with fleet.server.admin() as client:
+        pending = (await client.get("/api/v1/reschedules?status=pending")).json()["requests"]
+    request_id = max(q["id"] for q in pending)
+    return Call(
+        "POST", f"/api/v1/reschedules/{request_id}", bearer(token), json={"decision": "decline"}
+    )
+
+
 BUILDERS: dict[tuple[str, str], Builder] = {
     ("GET", "/healthz"): with_bearer("GET", "/healthz"),
     ("GET", "/readyz"): with_bearer("GET", "/readyz"),
@@ -267,6 +388,26 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("GET", "/static/vendor/leaflet/{path}"): with_bearer(
         "GET", "/static/vendor/leaflet/leaflet.js"
     ),
+    ("POST", "/api/v1/routes/{route_id}/stops/{stop_id}/report"): report_spare,
+    ("GET", "/api/v1/proofs/{proof_id}"): proof_for_staff,
+    ("GET", "/api/v1/driver/settings"): with_bearer("GET", "/api/v1/driver/settings"),
+    ("GET", "/t/{token}/details"): fresh_link("GET", "details"),
+    ("POST", "/t/{token}/instructions"): fresh_link(
+        "POST", "instructions", {"instructions": "Back door", "safe_place": "Garage"}
+    ),
+    ("POST", "/t/{token}/reschedule"): fresh_link("POST", "reschedule", {"window": 0}),
+    ("POST", "/t/{token}/rating"): fresh_link("POST", "rating", {"stars": 5}, delivered=True),
+    ("POST", "/t/{token}/messages"): fresh_link("POST", "messages", {"opt_out": True}),
+    ("GET", "/t/{token}/proofs/{proof_id}"): fresh_link("GET", "proofs/{proof_id}", delivered=True),
+    ("GET", "/api/v1/messages"): with_bearer("GET", "/api/v1/messages"),
+    ("GET", "/api/v1/message-templates"): with_bearer("GET", "/api/v1/message-templates"),
+    ("PUT", "/api/v1/message-templates/{kind}/{channel}/{language}"): with_bearer(
+        "PUT", TEMPLATE_PATH, {"body": "Delivered at $time."}
+    ),
+    ("DELETE", "/api/v1/message-templates/{kind}/{channel}/{language}"): delete_fresh_template,
+    ("GET", "/api/v1/reschedules"): with_bearer("GET", "/api/v1/reschedules"),
+    ("POST", "/api/v1/reschedules/{request_id}"): decide_fresh_request,
+    ("GET", "/api/v1/ratings"): with_bearer("GET", "/api/v1/ratings"),
 }
 
 

@@ -170,6 +170,12 @@ def defaults(fleet: Fleet) -> dict[str, str]:
         "webhook_id": str(fleet.webhook_id),
         "token": fleet.tracking_token,
         "path": "map.js",
+        # The doorstep's (issue 16).
+        "proof_id": "1",
+        "request_id": "1",
+        "kind": "delivered",
+        "channel": "sms",
+        "language": "en",
     }
 
 

@@ -19,6 +19,7 @@ from tracker import logs, metrics
 from tracker.api import (
     clients,
     devices,
+    doorstep,
     ingest,
     live,
     openapi,
@@ -118,6 +119,7 @@ def routes() -> list[BaseRoute]:
             webhooks.list_deliveries,
             methods=["GET"],
         ),
+        *doorstep.ROUTES,  # before /t/{token:any}: it has /t/{token}/details and more
         # Anything below /t/ is taken as a link: every wrong one gets the same 404 page.
         Route("/t/{token:any}", tracking.tracking_page, methods=["GET"]),
         WebSocketRoute("/ws/track/{token}", tracking.track_feed),

@@ -23,7 +23,10 @@ from tracker.services.auth import Authenticator
 from tracker.services.delivery import WebhookSender
 from tracker.services.ingest import IngestService
 from tracker.services.learning import LearningService
+from tracker.services.notifications import MessageSender, Notifications, channels
 from tracker.services.routing import RoutingService, with_routes
+from tracker.store import messages as message_store
+from tracker.store import proofs as proof_store
 from tracker.store import retention
 from tracker.store import webhooks as webhook_store
 from tracker.store.db import DB_ERRORS, create_pool
@@ -46,6 +49,8 @@ class Runtime:
     routing: RoutingService
     webhooks: WebhookSender
     limits: Limits
+    notifications: Notifications
+    messages: MessageSender
     bodies: BodyGuard
     learning: LearningService
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -88,6 +93,10 @@ class Runtime:
         ingest.after_commit.append(routing.on_commit)
         # Webhook deliveries are queued in the transaction that stores the events.
         routing.event_sinks.append(webhook_store.enqueue)
+        # So are customer messages (arriving, delivered, failed).
+        routing.event_sinks.append(
+            message_store.event_sink(settings.message_language, channels(settings))
+        )
         rt = cls(
             settings=settings,
             pool=pool,
@@ -99,6 +108,8 @@ class Runtime:
             routing=routing,
             webhooks=WebhookSender(pool, settings),
             limits=Limits.from_settings(settings),
+            notifications=Notifications(pool, settings),
+            messages=MessageSender(pool, settings),
             bodies=BodyGuard(
                 settings.body_timeout_s, settings.max_anonymous_bodies, settings.retry_after_s
             ),
@@ -110,6 +121,11 @@ class Runtime:
         rt.spawn(auth.keep_checking(), "auth-recheck")
         rt.spawn(rt.bodies.run(), "body-deadlines")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
+        if channels(settings):
+            rt.spawn(rt.messages.run(), "messages")
+        proof_days = settings.proof_retention_days or settings.retention_days
+        if proof_days > 0:
+            rt.spawn(rt._purge_proofs(proof_days), "proof-retention")
         if settings.learn_interval_s > 0:
             rt.spawn(rt.learning.run(), "learning")
         if settings.retention_days > 0:
@@ -140,6 +156,18 @@ class Runtime:
         while True:
             await asyncio.sleep(1.0)
             metrics.flush()
+
+    async def _purge_proofs(self, days: float) -> None:
+        # Proof photos and signatures go with the retention setting, like positions.
+        while True:
+            try:
+                cutoff = datetime.now(UTC) - timedelta(days=days)
+                gone = await proof_store.purge(self.pool, cutoff)
+                if gone:
+                    log.info("purged %d proof images older than %s", gone, cutoff.isoformat())
+            except (*DB_ERRORS, asyncpg.PostgresError) as exc:
+                log.warning("could not purge proof images: %s", exc)
+            await asyncio.sleep(self.settings.retention_check_s)
 
     async def _partitions_ahead(self) -> None:
         # Create next months' partitions long before the first ping needs them.

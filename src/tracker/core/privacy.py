@@ -39,17 +39,22 @@ ROUTE_ACTIVE = "active"
 ROUTE_COMPLETED = "completed"
 ROUTE_CANCELLED = "cancelled"
 
+# A stop the vehicle came to and left without anyone closing it (the route's `visited`
+# status): the driver has been at the door, but only completing it says "Delivered".
+VISITED = "visited"
+VISITED_EVENT = "stop.visited"
+
 _RANK = {
     StopStatus.PENDING: 0,
     StopStatus.ARRIVED: 1,
-    StopStatus.VISITED: 2,  # the vehicle came and left; the driver has yet to close it
+    VISITED: 2,
     StopStatus.COMPLETED: 3,
     StopStatus.FAILED: 3,
     StopStatus.SKIPPED: 3,
 }
 _EVENT_STATUS = {
     EventType.ARRIVED: StopStatus.ARRIVED,
-    EventType.VISITED: StopStatus.VISITED,
+    VISITED_EVENT: VISITED,
     EventType.COMPLETED: StopStatus.COMPLETED,
     EventType.FAILED: StopStatus.FAILED,
     EventType.SKIPPED: StopStatus.SKIPPED,
@@ -241,8 +246,8 @@ def apply_event(tracked: TrackedStop, event: Mapping[str, Any]) -> TrackedStop:
         gone = {"eta": None, "eta_earliest": None, "eta_latest": None, "deferred": False}
         if new == StopStatus.ARRIVED:
             return replace(tracked, status=new, arrived_at=when, **gone)  # type: ignore[arg-type]
-        if new == StopStatus.VISITED:
-            return replace(tracked, status=new, **gone)  # type: ignore[arg-type]
+        if new == VISITED:
+            return replace(tracked, status=new, arrived_at=tracked.arrived_at or when, **gone)  # type: ignore[arg-type]
         return replace(tracked, status=new, done_at=when, **gone)  # type: ignore[arg-type]
     if kind in (EventType.ETA_CHANGED, EventType.ARRIVING) and tracked.status == StopStatus.PENDING:
         data = event.get("data")
@@ -259,9 +264,6 @@ def apply_event(tracked: TrackedStop, event: Mapping[str, Any]) -> TrackedStop:
     if kind == EventType.DEFERRED and tracked.status == StopStatus.PENDING:
         return replace(tracked, deferred=True)
     return tracked
-
-
-VISITED = StopStatus.VISITED
 
 
 def stops_away(tracked: TrackedStop) -> int:
@@ -286,7 +288,8 @@ def phase(tracked: TrackedStop, now: datetime, rule: Rule) -> str:
         return FAILED
     if tracked.route_status == ROUTE_CANCELLED:
         return CANCELLED
-    if tracked.status in (StopStatus.ARRIVED, StopStatus.VISITED):
+    if tracked.status in (StopStatus.ARRIVED, VISITED):
+        # Visited: the driver was at the door; "Delivered" waits for the completion.
         return ARRIVED
     if not started(tracked, now):
         return SCHEDULED
@@ -311,6 +314,8 @@ def vehicle_visible(
     whatever this route's stops say.
     """
     if vehicle is None or tracked.done or tracked.route_status != ROUTE_ACTIVE:
+        return False
+    if tracked.status == VISITED:  # been and gone: where it drives next is not this stop's
         return False
     if driving_route is not None and driving_route != tracked.route_id:
         return False

@@ -252,10 +252,12 @@ class RoutingService:
         straight_line: bool,
         now: datetime,
         tracking: Sequence[bytes] | None = None,
+        details: Sequence[JsonDict] | None = None,
     ) -> JsonDict:
         """Store a new active route for `device`; raises RouteInvalid if it cannot be planned.
 
-        `tracking`: the digests of the stops' customer tracking tokens, in stop order.
+        `tracking`: the digests of the stops' customer tracking tokens, in stop order;
+        `details`: the stops' doorstep columns (address, phone, parcels...), in stop order.
 
         ETAs before the first ping assume the drive starts at the later of the planned start
         and `now`, from the beginning of the path.
@@ -282,7 +284,12 @@ class RoutingService:
             state = progress.start(plan)
             etas = progress.current(plan, state, now, self._cfg)
             await store.insert_route(
-                conn, route, state.to_json(), {e.stop_id: e.eta for e in etas.etas}, tracking
+                conn,
+                route,
+                state.to_json(),
+                {e.stop_id: e.eta for e in etas.etas},
+                tracking,
+                details,
             )
             await store.save_stops(conn, route_id, stop_values(plan, state, etas))  # intervals
             body = await store.route_by_id(conn, route_id)
