@@ -268,9 +268,7 @@ def apply_event(tracked: TrackedStop, event: Mapping[str, Any]) -> TrackedStop:
 
 def stops_away(tracked: TrackedStop) -> int:
     """How many stops still to serve come before this one (0: this is the next stop)."""
-    return sum(
-        1 for _, status in tracked.ahead if status not in StopStatus.DONE and status != VISITED
-    )
+    return sum(1 for _, status in tracked.ahead if status not in StopStatus.DONE)
 
 
 def started(tracked: TrackedStop, now: datetime) -> bool:
