@@ -167,7 +167,8 @@ class RoutingService:
         self._active: dict[int, tuple[bool, float]] = {}
         # device id -> newest fix time applied here: older pings need no database round trip
         self._seen: dict[int, datetime] = {}
-        self._plans: OrderedDict[int, RoutePlan] = OrderedDict()
+        # route id -> (revision, plan): re-planning bumps a route's revision
+        self._plans: OrderedDict[int, tuple[int, RoutePlan]] = OrderedDict()
         # device id -> [lock, requests using it]: one waiter per device holds a connection
         self._locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
         self.event_sinks: list[EventSink] = []
@@ -212,7 +213,7 @@ class RoutingService:
             self._remember(device_id, head is not None)
             if head is None:
                 return None
-            plan = await self._plan(conn, head.id)
+            plan = await self._plan(conn, head.id, head.revision)
             state = RouteState.from_json(head.state)
             # A fresh route takes the pings stored since it was created, and a replayed
             # (older) drive from its first ping on.
@@ -319,7 +320,7 @@ class RoutingService:
             await store.lock_device(conn, device_id)
             head = await store.route_head(conn, route_id)
             assert head is not None  # routes are never deleted
-            plan = await self._plan(conn, route_id)
+            plan = await self._plan(conn, route_id, head.revision)
             if stop_id not in plan.position:
                 raise RouteNotFound(f"route {route_id} has no stop {stop_id}")
             if head.status == store.CANCELLED:
@@ -354,18 +355,18 @@ class RoutingService:
             self._active.clear()
         self._active[device_id] = (active, time.monotonic() + self._cache_s)
 
-    async def _plan(self, conn: asyncpg.Connection, route_id: int) -> RoutePlan:
-        plan = self._plans.get(route_id)
-        if plan is not None:
+    async def _plan(self, conn: asyncpg.Connection, route_id: int, revision: int) -> RoutePlan:
+        cached = self._plans.get(route_id)
+        if cached is not None and cached[0] == revision:
             self._plans.move_to_end(route_id)
-            return plan
+            return cached[1]
         route = await store.load_route(conn, route_id)
         plan = progress.plan(route, await learned.snapshot(conn, route.path))
-        self._keep_plan(route_id, plan)
+        self._keep_plan(route_id, plan, revision)
         return plan
 
-    def _keep_plan(self, route_id: int, plan: RoutePlan) -> None:
-        self._plans[route_id] = plan
+    def _keep_plan(self, route_id: int, plan: RoutePlan, revision: int = 0) -> None:
+        self._plans[route_id] = (revision, plan)
         while len(self._plans) > _PLANS:
             self._plans.popitem(last=False)
 

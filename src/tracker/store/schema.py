@@ -10,13 +10,14 @@ is faster on the hot path than going through SQLAlchemy; this module is their re
 
 from __future__ import annotations
 
-from geoalchemy2 import Geography
+from geoalchemy2 import Geography, Geometry
 from sqlalchemy import (
     REAL,
     BigInteger,
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     Double,
     ForeignKey,
     Index,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    Time,
     UniqueConstraint,
     Uuid,
     text,
@@ -119,6 +121,9 @@ routes = Table(
     Column("route_state", JSONB, nullable=False),
     Column("created_at", Timestamp, nullable=False, server_default=NOW),
     Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    # sql/007_planning.sql: the plan it was dispatched from, and re-planning's revision.
+    Column("plan_id", BigInteger, ForeignKey("plans.id")),
+    Column("revision", Integer, nullable=False, server_default=text("0")),
     CheckConstraint("status IN ('active', 'completed', 'cancelled')"),
     Index(
         "routes_active_by_device",
@@ -266,6 +271,155 @@ webhook_eta_marks = Table(
     Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="CASCADE"), primary_key=True),
     Column("eta", Timestamp, nullable=False),
 )
+
+# sql/006_orders.sql: depots, vehicles and orders (the input of planning), geocoder cache.
+depots = Table(
+    "depots",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("location", Point, nullable=False),
+    Column("address", Text, nullable=False, server_default=text("''")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("name <> ''"),
+)
+
+vehicles = Table(
+    "vehicles",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("device_id", BigInteger, ForeignKey("devices.id")),
+    Column("capacity", JSONB, nullable=False, server_default=EMPTY_JSON),
+    Column("shift_start", Time),
+    Column("shift_end", Time),
+    Column("time_zone", Text, nullable=False, server_default=text("'UTC'")),
+    Column("start_depot_id", BigInteger, ForeignKey("depots.id")),
+    Column("end_depot_id", BigInteger, ForeignKey("depots.id")),
+    Column("skills", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("max_duration_s", Integer),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("name <> ''"),
+    CheckConstraint("max_duration_s > 0"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("external_id", Text, unique=True),
+    Column("kind", Text, nullable=False, server_default=text("'delivery'")),
+    # NULL until geocoded. A type of its own: geoalchemy2 ties a geometry type's
+    # nullability to the first column it is attached to.
+    Column("location", Geography("POINT", srid=4326, spatial_index=False), nullable=True),
+    Column("address", Text, nullable=False, server_default=text("''")),
+    Column("recipient", Text, nullable=False, server_default=text("''")),
+    Column("phone", Text, nullable=False, server_default=text("''")),
+    Column("email", Text, nullable=False, server_default=text("''")),
+    Column("windows", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("service_s", Double, nullable=False, server_default=text("0")),
+    Column("size", JSONB, nullable=False, server_default=EMPTY_JSON),
+    Column("skills", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("notes", Text, nullable=False, server_default=text("''")),
+    Column("date", Date, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'unplanned'")),
+    Column("geocode_status", Text, nullable=False, server_default=text("'given'")),
+    Column("geocode_candidates", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("route_id", BigInteger, ForeignKey("routes.id", ondelete="SET NULL")),
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="SET NULL")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("kind IN ('delivery', 'pickup')"),
+    CheckConstraint("service_s >= 0"),
+    CheckConstraint("priority BETWEEN 0 AND 100"),
+    CheckConstraint(
+        "status IN ('unplanned', 'planned', 'dispatched', 'delivered', 'failed', 'cancelled')"
+    ),
+    CheckConstraint(
+        "geocode_status IN ('given', 'pending', 'resolved', 'ambiguous', 'unresolved')"
+    ),
+    CheckConstraint("location IS NOT NULL OR geocode_status NOT IN ('given', 'resolved')"),
+    Index("orders_by_date_status", "date", "status", "id"),
+    Index(
+        "orders_by_geocode",
+        "geocode_status",
+        "id",
+        postgresql_where=text("geocode_status IN ('pending', 'ambiguous', 'unresolved')"),
+    ),
+    Index("orders_by_stop", "stop_id", postgresql_where=text("stop_id IS NOT NULL")),
+)
+
+geocode_cache = Table(
+    "geocode_cache",
+    metadata,
+    Column("endpoint", Text, nullable=False),
+    Column("query", Text, nullable=False),
+    Column("results", JSONB, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("endpoint", "query"),
+)
+
+# sql/007_planning.sql: the road network (pgRouting) and plans.
+road_imports = Table(
+    "road_imports",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("ways", Integer, nullable=False),
+    Column("edges", Integer, nullable=False),
+    Column("vertices", Integer, nullable=False),
+    Column("imported_at", Timestamp, nullable=False, server_default=NOW),
+)
+
+road_vertices = Table(
+    "road_vertices",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("osm_node_id", BigInteger, nullable=False),
+    Column("component", BigInteger),
+    Column("geom", Geometry("POINT", srid=4326, spatial_index=False), nullable=False),
+)
+
+road_edges = Table(
+    "road_edges",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("osm_way_id", BigInteger, nullable=False),
+    Column("source", BigInteger, ForeignKey("road_vertices.id"), nullable=False),
+    Column("target", BigInteger, ForeignKey("road_vertices.id"), nullable=False),
+    Column("class", Text, nullable=False),
+    Column("name", Text, nullable=False, server_default=text("''")),
+    Column("length_m", Double, nullable=False),
+    Column("speed_kmh", Double, nullable=False),
+    Column("cost_s", Double, nullable=False),
+    Column("reverse_cost_s", Double, nullable=False),
+    Column("main", Boolean, nullable=False, server_default=text("false")),
+    Column("geom", Geometry("LINESTRING", srid=4326, spatial_index=False), nullable=False),
+    CheckConstraint("length_m >= 0"),
+    CheckConstraint("speed_kmh > 0"),
+    Index("road_edges_geom", "geom", postgresql_using="gist"),
+    Index("road_edges_main_geom", "geom", postgresql_using="gist", postgresql_where=text("main")),
+)
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("date", Date, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'proposed'")),
+    Column("roads", Boolean, nullable=False),
+    Column("proposal", JSONB, nullable=False),
+    Column("routes", JSONB, nullable=False, server_default=EMPTY_JSON),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("dispatched_at", Timestamp),
+    CheckConstraint("status IN ('proposed', 'dispatched')"),
+    Index("plans_by_date", "date", "id"),
+)
+
 
 # Sign-in sessions (sql/008_hardening.sql): the cookie's random id is kept as its digest.
 sessions = Table(
