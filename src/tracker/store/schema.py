@@ -25,6 +25,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     Time,
@@ -124,6 +125,8 @@ routes = Table(
     # sql/007_planning.sql: the plan it was dispatched from, and re-planning's revision.
     Column("plan_id", BigInteger, ForeignKey("plans.id")),
     Column("revision", Integer, nullable=False, server_default=text("0")),
+    # sql/005_eta_learning.sql: when its drive was folded into learned_cells.
+    Column("learned_at", Timestamp),
     CheckConstraint("status IN ('active', 'completed', 'cancelled')"),
     Index(
         "routes_active_by_device",
@@ -131,6 +134,24 @@ routes = Table(
         text("id DESC"),
         postgresql_where=text("status = 'active'"),
     ),
+    Index("routes_to_learn", "id", postgresql_where=text("learned_at IS NULL")),
+)
+
+# sql/005_eta_learning.sql: travel time learned from stored drives, by cell, heading and
+# hour of the week.
+learned_cells = Table(
+    "learned_cells",
+    metadata,
+    Column("cell_y", Integer, primary_key=True),
+    Column("cell_x", Integer, primary_key=True),
+    Column("heading", SmallInteger, primary_key=True),
+    Column("hour_of_week", SmallInteger, primary_key=True),
+    Column("passes", Integer, nullable=False),
+    Column("sum_log_pace", Double, nullable=False),
+    Column("sum_log_pace2", Double, nullable=False),
+    CheckConstraint("heading BETWEEN 0 AND 7"),
+    CheckConstraint("hour_of_week BETWEEN 0 AND 167"),
+    CheckConstraint("passes > 0"),
 )
 
 stops = Table(
@@ -152,6 +173,10 @@ stops = Table(
     Column("arrived_at", Timestamp),
     Column("completed_at", Timestamp),
     Column("eta", Timestamp),
+    # sql/005_eta_learning.sql: the ETA's 80 % interval; passed by without a visit.
+    Column("eta_earliest", Timestamp),
+    Column("eta_latest", Timestamp),
+    Column("deferred", Boolean, nullable=False, server_default=text("false")),
     # sql/003_tracking.sql: the customer link's token digest and when the stop became done.
     Column("tracking_hash", LargeBinary),
     Column("done_at", Timestamp),
@@ -174,7 +199,9 @@ stops = Table(
     UniqueConstraint("route_id", "seq"),
     CheckConstraint("service_s >= 0"),
     CheckConstraint("radius_m > 0"),
-    CheckConstraint("status IN ('pending', 'arrived', 'completed', 'failed', 'skipped')"),
+    CheckConstraint(
+        "status IN ('pending', 'arrived', 'visited', 'completed', 'failed', 'skipped')"
+    ),
     CheckConstraint("window_end IS NULL OR window_start IS NULL OR window_end >= window_start"),
     CheckConstraint("octet_length(tracking_hash) = 32"),
     Index(
