@@ -27,6 +27,7 @@ from tracker.api import (
     throttle,
     tracking,
     webhooks,
+    workspace,
 )
 from tracker.api import metrics as metrics_api
 from tracker.api import routes as route_api
@@ -123,6 +124,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/v1/session", live.read_session, methods=["GET"]),
         Route("/api/v1/session", live.delete_session, methods=["DELETE"]),
         WebSocketRoute("/ws/dispatch", live.dispatch_feed),
+        *workspace.ROUTES,
         *pages.routes(),  # last: it mounts /static
     ]
 

@@ -163,7 +163,12 @@ async def create_route(request: Request) -> Response:
     if len(raw_stops) > MAX_STOPS:
         raise _invalid(f"stops: at most {MAX_STOPS}")
     stops = [parse_stop(item, k + 1) for k, item in enumerate(raw_stops)]
-    path, straight_line = parse_path(data.get("path"), stops)
+    if data.get("path") is None and len(stops) == 1:
+        from tracker.api.route_desk import single_stop_path  # (it imports this module)
+
+        path, straight_line = await single_stop_path(request, uid, stops[0])
+    else:
+        path, straight_line = parse_path(data.get("path"), stops)
     # Each stop's customer tracking link: shown in this reply only, stored as a digest.
     links, digests = new_tokens(len(stops))
     try:

@@ -21,6 +21,7 @@ from tracker.live.source import load_vehicles
 from tracker.services.auth import Authenticator
 from tracker.services.delivery import WebhookSender
 from tracker.services.ingest import IngestService
+from tracker.services.route_desk import RouteDesk
 from tracker.services.routing import RoutingService, with_routes
 from tracker.store import retention
 from tracker.store import webhooks as webhook_store
@@ -44,6 +45,7 @@ class Runtime:
     routing: RoutingService
     webhooks: WebhookSender
     limits: Limits
+    route_desk: RouteDesk  # workspace: cancel and reassign routes
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -86,6 +88,7 @@ class Runtime:
             routing=routing,
             webhooks=WebhookSender(pool, settings),
             limits=Limits.from_settings(settings),
+            route_desk=RouteDesk(pool, bus, routing),
         )
         rt.spawn(rt._flush_metrics(), "metrics")
         rt.spawn(hub.run(), "hub")

@@ -55,6 +55,10 @@ class Authenticator:
         """Drop cached device lookups (after a device was enabled or disabled here)."""
         self._devices.clear()
 
+    def forget_keys(self) -> None:
+        """Drop cached key lookups (after a key was revoked here)."""
+        self._keys.clear()
+
     async def principal(self, token: str | None) -> Principal | None:
         """Admin or dispatcher behind `token`, or None."""
         if not token:

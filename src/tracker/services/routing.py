@@ -40,6 +40,7 @@ from tracker.core.route import progress
 from tracker.core.route.progress import EtaConfig, RoutePlan, RouteState
 from tracker.live.bus import Bus
 from tracker.live.hub import Hub
+from tracker.store import dispatch_board
 from tracker.store import routes as store
 from tracker.store.devices import Device
 
@@ -208,7 +209,7 @@ class RoutingService:
             self._remember(device_id, head is not None)
             if head is None:
                 return None
-            plan = await self._plan(conn, head.id)
+            plan = await self._plan(conn, head.id, head.device_id)
             state = RouteState.from_json(head.state)
             # A fresh route takes the pings stored since it was created, and a replayed
             # (older) drive from its first ping on.
@@ -277,14 +278,20 @@ class RoutingService:
                 raise RouteInvalid(str(exc)) from exc
             state = progress.start(plan)
             etas = progress.current(plan, state, now, self._cfg)
+            # A van drives one route at a time: the new one ends its old one.
+            ended = await dispatch_board.end_active(conn, device.id, route_id, now)
             await store.insert_route(
                 conn, route, state.to_json(), {e.stop_id: e.eta for e in etas.etas}, tracking
             )
+            if ended:
+                await self._store_events(conn, device.unique_id, ended)
             body = await store.route_by_id(conn, route_id)
         assert body is not None
         self._keep_plan(route_id, plan)
         self._remember(device.id, True)
         self._seen.pop(device.id, None)
+        if ended:
+            await self._publish(device.unique_id, ended, None)
         await self._bus.publish(ROUTES_CHANNEL, route_message(body))
         return body
 
@@ -307,7 +314,7 @@ class RoutingService:
             await store.lock_device(conn, device_id)
             head = await store.route_head(conn, route_id)
             assert head is not None  # routes are never deleted
-            plan = await self._plan(conn, route_id)
+            plan = await self._plan(conn, route_id, head.device_id)
             if stop_id not in plan.position:
                 raise RouteNotFound(f"route {route_id} has no stop {stop_id}")
             if head.status == store.CANCELLED:
@@ -333,6 +340,15 @@ class RoutingService:
             await self._publish(body["device"], events, body)
         return body
 
+    def forget(self, *device_ids: int, plan_of: int | None = None) -> None:
+        """Drop what this instance cached about devices whose route changed (cancelled,
+        handed to another van) and, with `plan_of`, that route's plan."""
+        for device_id in device_ids:
+            self._active.pop(device_id, None)
+            self._seen.pop(device_id, None)
+        if plan_of is not None:
+            self._plans.pop(plan_of, None)
+
     # -- internals --------------------------------------------------------------------------
 
     def _remember(self, device_id: int, active: bool) -> None:
@@ -342,8 +358,13 @@ class RoutingService:
             self._active.clear()
         self._active[device_id] = (active, time.monotonic() + self._cache_s)
 
-    async def _plan(self, conn: asyncpg.Connection, route_id: int) -> RoutePlan:
+    async def _plan(
+        self, conn: asyncpg.Connection, route_id: int, device_id: int | None = None
+    ) -> RoutePlan:
         plan = self._plans.get(route_id)
+        # A route handed to another van (on any instance) is planned again for it.
+        if plan is not None and device_id is not None and plan.route.device_id != device_id:
+            plan = None
         if plan is not None:
             self._plans.move_to_end(route_id)
             return plan
