@@ -123,7 +123,10 @@ class LiveLayer(JSCSSMixin):
         self.config = config
         self.panel_html = panel_html
         self.default_js = [("tracker_map_js", _asset_url("map.js"))]
-        self.default_css = [("tracker_map_css", _asset_url("map.css"))]
+        self.default_css = [
+            ("tracker_theme_css", _asset_url("theme.css")),
+            ("tracker_map_css", _asset_url("map.css")),
+        ]
 
 
 def page_config(stale_after_s: float) -> dict[str, Any]:
