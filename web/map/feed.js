@@ -43,13 +43,60 @@ export function EventFeed(onPick) {
   this.entries = []; // newest first: {type, device, time, who, text, added, node}
   this.onPick = onPick;
   var self = this;
-  $("feed-eta").addEventListener("change", function () {
-    self.render();
+  ["feed-eta", "feed-van", "feed-type"].forEach(function (id) {
+    $(id).addEventListener("change", function () {
+      self.render();
+    });
   });
+  this.keys = new Set(); // what is listed already: history and live may overlap
 }
+
+function eventKey(ev) {
+  return [ev.type, ev.time, ev.device, ev.route_id, ev.stop_id].join("|");
+}
+
+/** Stored events from before the page opened (newest first), listed after the live ones. */
+EventFeed.prototype.addHistory = function (events, name) {
+  events.forEach(function (ev) {
+    var key = eventKey(ev);
+    if (this.keys.has(key)) return;
+    this.keys.add(key);
+    var who = name.who(ev.device);
+    this.entries.push({
+      type: ev.type,
+      device: ev.device,
+      time: ev.time,
+      who: who,
+      text: describeEvent(ev, who, name.stop(ev.device, ev.stop_id)),
+      added: 0,
+      node: null
+    });
+  }, this);
+  // After the live ones, which all arrived since the page opened (history is older).
+  if (this.entries.length > FEED_KEPT) this.entries.length = FEED_KEPT;
+  this.render();
+};
+
+/** The vans the van filter offers (id -> name). */
+EventFeed.prototype.setVans = function (vans) {
+  var select = $("feed-van");
+  var chosen = select.value;
+  var options = [["", "all vans"]].concat(vans);
+  if (select.options.length === options.length && options.every(function (o, k) {
+    return select.options[k].value === o[0] && select.options[k].textContent === o[1];
+  })) return;
+  select.replaceChildren.apply(select, options.map(function (o) {
+    var option = document.createElement("option");
+    option.value = o[0];
+    option.textContent = o[1];
+    return option;
+  }));
+  select.value = chosen;
+};
 
 /** Note one event; `who` and `stop` are the names it is told with (known now). */
 EventFeed.prototype.add = function (ev, who, stop) {
+  this.keys.add(eventKey(ev));
   this.entries.unshift({
     type: ev.type,
     device: ev.device,
@@ -88,15 +135,20 @@ EventFeed.prototype.build = function (entry) {
 
 EventFeed.prototype.clear = function () {
   this.entries = [];
+  this.keys.clear();
   this.render();
 };
 
 EventFeed.prototype.render = function () {
   var withEta = $("feed-eta").checked;
+  var van = $("feed-van").value;
+  var type = $("feed-type").value;
   var shown = [];
   for (var i = 0; i < this.entries.length && shown.length < FEED_SHOWN; i++) {
     var entry = this.entries[i];
-    if (withEta || entry.type !== "stop.eta_changed") {
+    var wanted = (withEta || entry.type !== "stop.eta_changed") &&
+      (!van || entry.device === van) && (!type || entry.type === type);
+    if (wanted) {
       if (!entry.node) entry.node = this.build(entry);
       shown.push(entry.node);
     }

@@ -21,7 +21,9 @@ export const EVENT_TONES = {
   "route.completed": "good",
   "stop.failed": "bad",
   "route.off_route": "bad",
-  "stop.skipped": "warn"
+  "stop.skipped": "warn",
+  "route.cancelled": "warn",
+  "route.reassigned": "info"
 };
 
 export function $(id) {
@@ -170,6 +172,12 @@ export function describeEvent(ev, who, stop) {
       return who + " is back on route";
     case "route.completed":
       return who + " finished the route";
+    case "route.cancelled":
+      return d.reason === "replaced"
+        ? who + "'s route #" + ev.route_id + " ended: a new route started"
+        : who + "'s route #" + ev.route_id + " was cancelled" + (d.note ? ": " + d.note : "");
+    case "route.reassigned":
+      return "Route #" + ev.route_id + " moved from " + (d.from || "?") + " to " + (d.to || who);
     default:
       return who + ": " + String(ev.type);
   }

@@ -31,7 +31,10 @@ import {
   etaChangeText,
   describeEvent,
 } from "./format.js";
+import { RouteBoard } from "./board.js";
 import { EventFeed } from "./feed.js";
+import { Replay } from "./replay.js";
+import { RouteLine } from "./route_line.js";
 import { RouteView } from "./route_view.js";
 import { install as installEvents } from "./events.js";
 import { install as installMotion } from "./motion.js";
@@ -71,6 +74,22 @@ export function LiveMap(map, config) {
     self.focus(id);
   });
   this.feed.render();
+  this.historyLoaded = false;
+  this.line = new RouteLine(map);
+  this.board = new RouteBoard(function (id) {
+    self.focus(id);
+  });
+  this.replay = new Replay(map);
+  $("rc-replay").addEventListener("click", function () {
+    var v = self.selected === null ? undefined : self.vehicles.get(self.selected);
+    if (v) self.replay.open(v.data);
+  });
+  $("vehicle-search").addEventListener("input", function () {
+    self.applySearch();
+  });
+  setInterval(function () {
+    self.refreshBoard();
+  }, 1000);
   $("rc-close").addEventListener("click", function () {
     self.select(null);
   });
@@ -126,3 +145,52 @@ installSocket(LiveMap);
 installVehicles(LiveMap);
 installEvents(LiveMap);
 installMotion(LiveMap);
+
+// -- workspace: search, board, event history, route line -------------------------------
+
+/** Show only the vehicles whose name, id or next stop holds the search text. */
+LiveMap.prototype.applySearch = function () {
+  var needle = $("vehicle-search").value.trim().toLowerCase();
+  this.vehicles.forEach(function (v) {
+    var hay = [v.data.name, v.id, nextStopText(v.data.route) || ""].join(" ").toLowerCase();
+    v.item.parentNode.hidden = needle !== "" && hay.indexOf(needle) < 0;
+  });
+};
+
+LiveMap.prototype.refreshBoard = function () {
+  var list = [];
+  this.vehicles.forEach(function (v) {
+    list.push(v.data);
+  });
+  this.board.update(list, this.nowMs());
+  this.feed.setVans(list.map(function (d) {
+    return [d.id, d.name || d.id];
+  }).sort(function (a, b) {
+    return a[1].localeCompare(b[1]);
+  }));
+};
+
+/** Stored events from before the page opened, once per sign-in. */
+LiveMap.prototype.loadHistory = function () {
+  if (this.historyLoaded) return;
+  this.historyLoaded = true;
+  var self = this;
+  fetch("/api/v1/events?limit=100", { credentials: "same-origin" })
+    .then(function (r) {
+      return r.ok ? r.json() : { events: [] };
+    })
+    .then(function (body) {
+      self.feed.addHistory(body.events || [], {
+        who: function (device) {
+          var v = self.vehicles.get(device);
+          return v ? v.data.name || v.id : device || "A vehicle";
+        },
+        stop: function (device, stopId) {
+          return self.stopName(self.vehicles.get(device), stopId);
+        }
+      });
+    })
+    .catch(function () {
+      self.historyLoaded = false;
+    });
+};

@@ -122,6 +122,8 @@ export function install(LiveMap) {
       if (this.backoff) this.backoff.reset();
       this.applySnapshot(msg.vehicles || []);
       this.showState("live");
+      this.loadHistory();
+      this.refreshBoard();
     } else if (msg.type === "delta") {
       (msg.vehicles || []).forEach(this.upsert, this);
       // After the vehicles: names and routes are then those the events refer to.
@@ -178,6 +180,7 @@ export function install(LiveMap) {
         self.applySnapshot([]);
         // What happened while signed in is not for whoever signs in next.
         self.feed.clear();
+        self.historyLoaded = false;
         self.stopNames.clear();
         self.showSignIn("");
       });

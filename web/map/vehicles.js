@@ -73,7 +73,7 @@ export function install(LiveMap) {
       this.rememberStops(previous.route, v.data.route);
     }
     this.render(v);
-    if (v.id === this.selected) this.route.show(v.data);
+    if (v.id === this.selected) this.showSelected(v.data);
   };
 
   // Keep the stop names of a route being replaced, for its events still to come.
@@ -231,7 +231,22 @@ export function install(LiveMap) {
       this.markSelected(v, true);
       v.item.scrollIntoView({ block: "nearest" });
     }
-    this.route.show(v ? v.data : null);
+    this.showSelected(v ? v.data : null);
+    if (!v) this.replay.close();
+  };
+
+  // The selected vehicle's stops, card and route line.
+  LiveMap.prototype.showSelected = function (data) {
+    this.route.show(data);
+    var route = data && data.route && typeof data.route === "object" ? data.route : null;
+    this.line.show(route ? route.id : null, function (line) {
+      var text = line.lengthM
+        ? Math.round(line.drivenM / 100) / 10 + " of " + Math.round(line.lengthM / 100) / 10 + " km driven"
+        : "";
+      $("rc-line").textContent = text;
+      $("rc-line").hidden = !text;
+    });
+    if (!route) $("rc-line").hidden = true;
   };
 
   LiveMap.prototype.markSelected = function (v, on) {
