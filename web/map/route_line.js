@@ -14,6 +14,8 @@ export function RouteLine(map) {
 }
 
 RouteLine.prototype.clear = function () {
+  clearTimeout(this.trailing);
+  this.trailing = null;
   this.layer.clearLayers();
   this.routeId = null;
   this.fetchedAt = 0;
@@ -28,11 +30,21 @@ RouteLine.prototype.show = function (routeId, onLoaded) {
     return;
   }
   var fresh = routeId !== this.routeId;
-  if (!fresh && Date.now() - this.fetchedAt < REFRESH_MS) return;
+  var self = this;
+  if (!fresh && Date.now() - this.fetchedAt < REFRESH_MS) {
+    // Updates came faster than the refresh: fetch once more when it is due, so the line
+    // ends where the van's last update left it.
+    if (!this.trailing) {
+      this.trailing = setTimeout(function () {
+        self.trailing = null;
+        if (self.routeId === routeId) self.show(routeId, onLoaded);
+      }, REFRESH_MS - (Date.now() - this.fetchedAt));
+    }
+    return;
+  }
   if (fresh) this.clear();
   this.routeId = routeId;
   this.fetchedAt = Date.now();
-  var self = this;
   fetch("/api/v1/routes/" + encodeURIComponent(routeId) + "/path", { credentials: "same-origin" })
     .then(function (r) {
       return r.ok ? r.json() : null;
