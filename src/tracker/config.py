@@ -24,7 +24,7 @@ DEFAULT_TILE_ATTRIBUTION = "&copy; OpenStreetMap contributors"
 # Variables read elsewhere (paths of the checkout, the import tool's client side): known, so a
 # typo check on TRACKER_* does not flag them.
 OTHER_VARIABLES = frozenset(
-    {"TRACKER_SQL_DIR", "TRACKER_WEB_DIR", "TRACKER_URL", "TRACKER_DEVICE_TOKEN"}
+    {"TRACKER_SQL_DIR", "TRACKER_WEB_DIR", "TRACKER_URL", "TRACKER_DEVICE_TOKEN", "TRACKER_API_KEY"}
 )
 
 
@@ -151,6 +151,38 @@ class Settings:
     arriving_s: float = _setting(
         300.0, "TRACKER_ARRIVING_S", "`stop.arriving` fires once when the ETA drops under this"
     )
+    # Route planning (planner): straight-line travel when no road network is loaded, the
+    # way from a stop to the network's nearest junction, and VROOM's search effort.
+    plan_speed_kmh: float = _setting(
+        30.0,
+        "TRACKER_PLAN_SPEED_KMH",
+        "planning without roads: straight-line driving speed",
+        minimum=1,
+    )
+    plan_detour: float = _setting(
+        1.3,
+        "TRACKER_PLAN_DETOUR",
+        "planning without roads: road distance per straight-line metre",
+        minimum=1,
+    )
+    plan_access_kmh: float = _setting(
+        15.0,
+        "TRACKER_PLAN_ACCESS_KMH",
+        "speed between a stop and its nearest road junction",
+        minimum=1,
+    )
+    plan_exploration: int = _setting(
+        5,
+        "TRACKER_PLAN_EXPLORATION",
+        "VROOM exploration level, 0 (fast) to 5 (thorough)",
+        check=lambda v: _level(v),
+    )
+    plan_threads: int = _setting(
+        2, "TRACKER_PLAN_THREADS", "threads VROOM searches with", minimum=1
+    )
+    plan_timeout_s: float = _setting(
+        0.0, "TRACKER_PLAN_TIMEOUT_S", "longest VROOM search for one plan; 0 = no limit"
+    )
     # Webhook deliveries: how often each instance looks for due ones, the HTTP timeout, the
     # retry schedule (exponential from base to max, with jitter), when to give up, and how
     # many requests one instance has in flight.
@@ -171,6 +203,28 @@ class Settings:
     )
     webhook_concurrency: int = _setting(
         8, "TRACKER_WEBHOOK_CONCURRENCY", "webhook requests in flight per instance", minimum=1
+    )
+    # Orders given only by address are geocoded (orders): a Nominatim-compatible /search
+    # endpoint, at most one request per interval across all instances (Nominatim's public
+    # service allows one a second and asks for a User-Agent naming the application).
+    geocoder_url: str | None = _setting(
+        None,
+        "TRACKER_GEOCODER_URL",
+        "Nominatim-compatible geocoder for orders given by address; unset = flag them unresolved",
+    )
+    geocoder_interval_s: float = _setting(
+        1.0, "TRACKER_GEOCODER_INTERVAL_S", "least time between two geocoder requests"
+    )
+    geocoder_timeout_s: float = _setting(
+        10.0, "TRACKER_GEOCODER_TIMEOUT_S", "geocoder HTTP timeout", minimum=0.001
+    )
+    geocoder_user_agent: str = _setting(
+        "tracker-geocoder/0.1", "TRACKER_GEOCODER_USER_AGENT", "User-Agent of geocoder requests"
+    )
+    geocoder_countries: str = _setting(
+        "",
+        "TRACKER_GEOCODER_COUNTRIES",
+        "ISO codes the geocoder searches in (`ad,fr`); unset = all",
     )
     # Operations: logs, metrics, retention, limits.
     log_format: str = _setting(
@@ -237,6 +291,13 @@ class Settings:
         if values.get("osmand_port") == 0:
             values["osmand_port"] = None
         return cls(**values)
+
+
+def _level(value: str) -> int:
+    level = int(value)
+    if not 0 <= level <= 5:
+        raise ValueError("expected a whole number from 0 to 5")
+    return level
 
 
 def _choice(value: str, allowed: tuple[str, ...]) -> str:

@@ -30,8 +30,10 @@ from tracker.api import (
     workspace,
 )
 from tracker.api import metrics as metrics_api
+from tracker.api import plans as plans_api
 from tracker.api import routes as route_api
 from tracker.api.guards import runtime
+from tracker.api.orders_routes import ROUTES as ORDER_ROUTES
 from tracker.api.paths import IdConvertor  # noqa: F401 (registers {name:id}, {name:any})
 from tracker.api.responses import ApiError, ORJSONResponse, api_error_handler, error_response
 from tracker.api.runtime import Runtime
@@ -125,6 +127,8 @@ def routes() -> list[BaseRoute]:
         Route("/api/v1/session", live.delete_session, methods=["DELETE"]),
         WebSocketRoute("/ws/dispatch", live.dispatch_feed),
         *workspace.ROUTES,
+        *ORDER_ROUTES,  # orders, depots, vehicles
+        *plans_api.ROUTES,
         *pages.routes(),  # last: it mounts /static
     ]
 

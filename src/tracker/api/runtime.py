@@ -18,11 +18,17 @@ from tracker.core.route.progress import EtaConfig
 from tracker.live.bus import LocalBus, make_bus
 from tracker.live.hub import Hub
 from tracker.live.source import load_vehicles
+from tracker.planning.matrix import TravelModel
+from tracker.planning.solver import SolverOptions
 from tracker.services.auth import Authenticator
 from tracker.services.delivery import WebhookSender
+from tracker.services.geocoding import GeocodingService, NominatimClient
 from tracker.services.ingest import IngestService
+from tracker.services.planning import PlanningService
+from tracker.services.replanning import ReplanningService
 from tracker.services.route_desk import RouteDesk
 from tracker.services.routing import RoutingService, with_routes
+from tracker.services.travel import Travel
 from tracker.store import retention
 from tracker.store import webhooks as webhook_store
 from tracker.store.db import DB_ERRORS, create_pool
@@ -46,6 +52,9 @@ class Runtime:
     webhooks: WebhookSender
     limits: Limits
     route_desk: RouteDesk  # workspace: cancel and reassign routes
+    planning: PlanningService
+    replanning: ReplanningService
+    geocoding: GeocodingService | None = None  # None: no TRACKER_GEOCODER_URL
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -77,6 +86,16 @@ class Runtime:
         ingest.after_commit.append(routing.on_commit)
         # Webhook deliveries are queued in the transaction that stores the events.
         routing.event_sinks.append(webhook_store.enqueue)
+        # Route planning: roads (or straight lines) and VROOM; re-planning shares both.
+        travel = Travel(
+            pool,
+            TravelModel(
+                settings.plan_speed_kmh / 3.6, settings.plan_detour, settings.plan_access_kmh / 3.6
+            ),
+        )
+        solver_options = SolverOptions(
+            settings.plan_exploration, settings.plan_threads, settings.plan_timeout_s or None
+        )
         rt = cls(
             settings=settings,
             pool=pool,
@@ -89,7 +108,16 @@ class Runtime:
             webhooks=WebhookSender(pool, settings),
             limits=Limits.from_settings(settings),
             route_desk=RouteDesk(pool, bus, routing),
+            planning=PlanningService(pool, routing, travel, solver_options),
+            replanning=ReplanningService(
+                pool, bus, travel, EtaConfig(arriving_s=settings.arriving_s), solver_options
+            ),
         )
+        if settings.geocoder_url:
+            rt.geocoding = GeocodingService(
+                pool, NominatimClient(settings), settings.geocoder_interval_s
+            )
+            rt.spawn(rt.geocoding.run(), "geocoding")
         rt.spawn(rt._flush_metrics(), "metrics")
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt.webhooks.run(), "webhooks")
@@ -113,6 +141,8 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.geocoding is not None:
+            await self.geocoding.close()
         await self.hub.close()
         await self.bus.close()
         await self.pool.close()

@@ -164,7 +164,8 @@ class RoutingService:
         self._active: dict[int, tuple[bool, float]] = {}
         # device id -> newest fix time applied here: older pings need no database round trip
         self._seen: dict[int, datetime] = {}
-        self._plans: OrderedDict[int, RoutePlan] = OrderedDict()
+        # route id -> (revision, plan): re-planning bumps a route's revision
+        self._plans: OrderedDict[int, tuple[int, RoutePlan]] = OrderedDict()
         # device id -> [lock, requests using it]: one waiter per device holds a connection
         self._locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
         self.event_sinks: list[EventSink] = []
@@ -209,7 +210,7 @@ class RoutingService:
             self._remember(device_id, head is not None)
             if head is None:
                 return None
-            plan = await self._plan(conn, head.id, head.device_id)
+            plan = await self._plan(conn, head.id, head.revision)
             state = RouteState.from_json(head.state)
             # A fresh route takes the pings stored since it was created, and a replayed
             # (older) drive from its first ping on.
@@ -314,7 +315,7 @@ class RoutingService:
             await store.lock_device(conn, device_id)
             head = await store.route_head(conn, route_id)
             assert head is not None  # routes are never deleted
-            plan = await self._plan(conn, route_id, head.device_id)
+            plan = await self._plan(conn, route_id, head.revision)
             if stop_id not in plan.position:
                 raise RouteNotFound(f"route {route_id} has no stop {stop_id}")
             if head.status == store.CANCELLED:
@@ -358,22 +359,17 @@ class RoutingService:
             self._active.clear()
         self._active[device_id] = (active, time.monotonic() + self._cache_s)
 
-    async def _plan(
-        self, conn: asyncpg.Connection, route_id: int, device_id: int | None = None
-    ) -> RoutePlan:
-        plan = self._plans.get(route_id)
-        # A route handed to another van (on any instance) is planned again for it.
-        if plan is not None and device_id is not None and plan.route.device_id != device_id:
-            plan = None
-        if plan is not None:
+    async def _plan(self, conn: asyncpg.Connection, route_id: int, revision: int) -> RoutePlan:
+        cached = self._plans.get(route_id)
+        if cached is not None and cached[0] == revision:
             self._plans.move_to_end(route_id)
-            return plan
+            return cached[1]
         plan = progress.plan(await store.load_route(conn, route_id))
-        self._keep_plan(route_id, plan)
+        self._keep_plan(route_id, plan, revision)
         return plan
 
-    def _keep_plan(self, route_id: int, plan: RoutePlan) -> None:
-        self._plans[route_id] = plan
+    def _keep_plan(self, route_id: int, plan: RoutePlan, revision: int = 0) -> None:
+        self._plans[route_id] = (revision, plan)
         while len(self._plans) > _PLANS:
             self._plans.popitem(last=False)
 

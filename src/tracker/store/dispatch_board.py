@@ -139,10 +139,11 @@ async def end_active(
 async def move_route(
     conn: asyncpg.Connection, route_id: int, device_id: int, state: JsonDict
 ) -> None:
-    """Give a route to another device, with a fresh progress state."""
+    """Give a route to another device, with a fresh progress state. The revision moves on,
+    so every instance plans the route again (its plan names the device)."""
     await conn.execute(
         "UPDATE routes SET device_id = $2, route_state = $3, off_route = false, "
-        "updated_at = now() WHERE id = $1",
+        "revision = revision + 1, updated_at = now() WHERE id = $1",
         route_id,
         device_id,
         state,

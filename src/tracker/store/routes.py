@@ -35,6 +35,7 @@ class RouteHead:
     status: str
     state: JsonDict
     created_at: datetime
+    revision: int = 0  # bumped when re-planning replaces the stops and path
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,14 +128,19 @@ async def insert_route(
 
 def _head(row: asyncpg.Record) -> RouteHead:
     return RouteHead(
-        row["id"], row["device_id"], row["status"], row["route_state"], row["created_at"]
+        row["id"],
+        row["device_id"],
+        row["status"],
+        row["route_state"],
+        row["created_at"],
+        row["revision"],
     )
 
 
 async def active_route(conn: asyncpg.Connection, device_id: int) -> RouteHead | None:
     """The device's newest active route: the one its pings advance."""
     row = await conn.fetchrow(
-        "SELECT id, device_id, status, route_state, created_at FROM routes "
+        "SELECT id, device_id, status, route_state, created_at, revision FROM routes "
         "WHERE device_id = $1 AND status = 'active' ORDER BY id DESC LIMIT 1",
         device_id,
     )
@@ -144,7 +150,7 @@ async def active_route(conn: asyncpg.Connection, device_id: int) -> RouteHead | 
 async def route_head(conn: asyncpg.Connection, route_id: int) -> RouteHead | None:
     """A route's owner, status and state, or None."""
     row = await conn.fetchrow(
-        "SELECT id, device_id, status, route_state, created_at FROM routes WHERE id = $1",
+        "SELECT id, device_id, status, route_state, created_at, revision FROM routes WHERE id = $1",
         route_id,
     )
     return _head(row) if row else None

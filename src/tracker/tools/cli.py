@@ -239,6 +239,24 @@ def _prune(args: argparse.Namespace) -> int:
 EXTRA_COMMANDS.append(_register_prune)
 
 
+def _register_orders(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tracker.tools import orders
+
+    orders.register(sub)
+
+
+EXTRA_COMMANDS.append(_register_orders)
+
+
+def _register_roads(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tracker.tools import roads
+
+    roads.register(sub)
+
+
+EXTRA_COMMANDS.append(_register_roads)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tracker` console script."""
     args = build_parser().parse_args(argv)
