@@ -87,6 +87,8 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("GET", "/driver"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
     ("GET", "/manage"): PUBLIC,
+    ("GET", "/plan"): PUBLIC,
+    ("GET", "/static/vendor/polyline/{path}"): PUBLIC,
     ("GET", "/static/vendor/swagger-ui/{path}"): PUBLIC,
     ("GET", "/static/{path}"): PUBLIC,
     ("GET", "/static/vendor/leaflet/{path}"): PUBLIC,
@@ -294,6 +296,10 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("GET", "/driver"): with_bearer("GET", "/driver"),
     ("GET", "/docs"): with_bearer("GET", "/docs"),
     ("GET", "/manage"): with_bearer("GET", "/manage"),
+    ("GET", "/plan"): with_bearer("GET", "/plan"),
+    ("GET", "/static/vendor/polyline/{path}"): with_bearer(
+        "GET", "/static/vendor/polyline/index.esm.js"
+    ),
     ("GET", "/static/vendor/swagger-ui/{path}"): with_bearer(
         "GET", "/static/vendor/swagger-ui/swagger-ui-bundle.js"
     ),

@@ -1,5 +1,5 @@
-"""The workspace's pages: the API reference at `/docs` and device, key and route
-management at `/manage`.
+"""The workspace's pages: the API reference at `/docs`, device, key and route
+management at `/manage`, and planning at `/plan`.
 
 `/docs` is Swagger UI (npm package `swagger-ui-dist`, served from web/node_modules like
 Leaflet, never copied into the repository) rendering this server's `/openapi.json`.
@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from tracker.api.pages import AssetFiles, web_dir
 
 SWAGGER_PREFIX = "/static/vendor/swagger-ui"
+POLYLINE_PREFIX = "/static/vendor/polyline"
 
 # Swagger UI sets inline styles on its elements; nothing but this origin runs scripts.
 PAGE_CSP = (
@@ -30,6 +31,11 @@ PAGE_CSP = (
 def swagger_dir() -> Path:
     """swagger-ui-dist as installed by `npm ci` in web/."""
     return web_dir() / "node_modules" / "swagger-ui-dist"
+
+
+def polyline_dir() -> Path:
+    """@googlemaps/polyline-codec's dist/ (the planning page decodes route paths with it)."""
+    return web_dir() / "node_modules" / "@googlemaps" / "polyline-codec" / "dist"
 
 
 def _page(name: str) -> Response:
@@ -50,10 +56,17 @@ async def manage_page(request: Request) -> Response:
     return _page("manage.html")
 
 
+async def plan_page(request: Request) -> Response:
+    """GET /plan: orders (CSV import, add, edit), depots, vans; optimise and dispatch."""
+    return _page("plan.html")
+
+
 def routes() -> list[BaseRoute]:
     """The pages and Swagger UI's files (mounted ahead of the general /static mount)."""
     return [
         Route("/docs", docs_page, methods=["GET"]),
         Route("/manage", manage_page, methods=["GET"]),
+        Route("/plan", plan_page, methods=["GET"]),
         Mount(SWAGGER_PREFIX, AssetFiles(swagger_dir())),
+        Mount(POLYLINE_PREFIX, AssetFiles(polyline_dir())),
     ]
