@@ -25,7 +25,9 @@ pytestmark = pytest.mark.e2e
 async def own_srv(server_factory: ServerFactory) -> AsyncIterator[Server]:
     """A server on a database of its own: the board and feed show only this test's vans."""
     async with own_database("mapws") as url:
-        yield await server_factory(database_url=url, tile_url=TILES, tile_attribution="Test")
+        server = await server_factory(database_url=url, tile_url=TILES, tile_attribution="Test")
+        yield server
+        await server.stop()  # before its database goes
 
 
 async def plan(

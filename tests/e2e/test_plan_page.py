@@ -64,9 +64,8 @@ def orders_csv(day: date, count: int) -> str:
         lat += rng.uniform(-0.0015, 0.0015)
         lon += rng.uniform(-0.0015, 0.0015)
         skills = "crane" if k == count - 1 else ""  # no van has a crane: unassigned
-        lines.append(
-            f"MC-{k:03d},Customer {k:02d},Rue {k} Monaco,{lat:.5f},{lon:.5f},{day},08:00,18:00,1,{skills}"
-        )
+        place = f"Rue {k} Monaco,{lat:.5f},{lon:.5f}"
+        lines.append(f"MC-{k:03d},Customer {k:02d},{place},{day},08:00,18:00,1,{skills}")
     return "\n".join(lines) + "\n"
 
 
@@ -136,8 +135,10 @@ async def test_import_optimise_dispatch_and_move_a_stop(
     assert len(set(colours)) == 2
     await expect(cards.first.locator(".stats")).to_contain_text("km")
     await page.screenshot(path=str(ARTIFACTS / "plan-page.png"), full_page=True)
-    await page.locator("#proposal-title").locator("..").screenshot(
-        path=str(ARTIFACTS / "plan-proposal.png")
+    await (
+        page.locator("#proposal-title")
+        .locator("..")
+        .screenshot(path=str(ARTIFACTS / "plan-proposal.png"))
     )
 
     # Dispatch, then drag the first stop of van 0 onto van 1's card.
