@@ -8,6 +8,9 @@ const STEP_MS = 40;
 export function Replay(map) {
   this.map = map;
   this.layer = L.layerGroup();
+  // Its own pane above the route line, which keeps being redrawn as the van moves.
+  map.createPane("replay").style.zIndex = 450;
+  this.renderer = L.svg({ pane: "replay" });
   this.points = [];
   this.device = null;
   this.timer = null;
@@ -31,6 +34,7 @@ Replay.prototype.open = function (vehicle) {
   $("replay-title").textContent = "Replay · " + (vehicle.name || vehicle.id);
   if (!$("replay-day").value) $("replay-day").value = new Date().toISOString().slice(0, 10);
   $("replay").hidden = false;
+  this.map.closePopup();
   this.layer.addTo(this.map);
   this.load();
   $("replay-day").focus();
@@ -71,11 +75,13 @@ Replay.prototype.show = function (features, routes) {
   });
   var stops = 0;
   var layer = this.layer;
+  var self = this;
   routes.forEach(function (route) {
     route.stops.forEach(function (s) {
       stops += 1;
       L.circleMarker([s.lat, s.lon], {
         radius: 7,
+        renderer: self.renderer,
         className: "replay-stop stop-" + s.status,
         color: "#1f2933",
         weight: 1,
@@ -95,11 +101,15 @@ Replay.prototype.show = function (features, routes) {
   }
   var line = L.polyline(this.points.map(function (p) {
     return [p.lat, p.lon];
-  }), { className: "replay-track", color: "#7b2cbf", weight: 3, opacity: 0.8 }).addTo(layer);
+  }), { className: "replay-track", color: "#7b2cbf", weight: 5, opacity: 0.9, renderer: this.renderer }).addTo(layer);
   this.marker = L.circleMarker([this.points[0].lat, this.points[0].lon], {
-    radius: 8, className: "replay-marker", color: "#7b2cbf", fillOpacity: 1
+    radius: 8, className: "replay-marker", color: "#7b2cbf", fillOpacity: 1, renderer: this.renderer
   }).addTo(layer);
-  this.map.fitBounds(line.getBounds(), { padding: [40, 40], maxZoom: 16 });
+  // The whole day: its track and its stops.
+  this.map.fitBounds(line.getBounds().extend(L.featureGroup(layer.getLayers()).getBounds()), {
+    padding: [40, 40],
+    maxZoom: 16
+  });
   $("replay-status").textContent = this.points.length + " positions · " + stops + " stops";
   this.seek(0);
 };
