@@ -65,6 +65,13 @@ if [ -z "${DATABASE_URL:-}" ]; then
             log "installing PostGIS for PostgreSQL $pg_major"
             apt_install "postgresql-$pg_major-postgis-3"
         fi
+        # pgRouting: the planner's road network (travel-time matrices and road paths).
+        has_pgrouting=$(psql -h 127.0.0.1 -U postgres -d postgres -Atc \
+            "SELECT count(*) FROM pg_available_extensions WHERE name = 'pgrouting'")
+        if [ "$has_pgrouting" = 0 ]; then
+            log "installing pgRouting for PostgreSQL $pg_major"
+            apt_install "postgresql-$pg_major-pgrouting"
+        fi
     else
         log "PostgreSQL is not reachable on 127.0.0.1:5432; set DATABASE_URL to a server with PostGIS"
         exit 1
@@ -96,7 +103,7 @@ fi
 # tests/faults crashes a private cluster of its own (initdb, pg_ctl), never the shared one.
 if [ "$want_test" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     log "installing PostgreSQL server binaries with PostGIS (fault tests)"
-    apt_install postgresql postgresql-postgis
+    apt_install postgresql postgresql-postgis postgresql-pgrouting
 fi
 
 # --- Chromium for the browser tests -------------------------------------------------------

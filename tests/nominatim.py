@@ -80,7 +80,9 @@ class FakeNominatim:
         )
         if self.fail_next > 0:
             self.fail_next -= 1
-            return JSONResponse({"error": "overloaded"}, status_code=503)
+            return JSONResponse(
+                {"error": "overloaded"}, status_code=503, headers={"Retry-After": "1"}
+            )
         if params.get("format") not in ("json", "jsonv2"):
             return JSONResponse({"error": "format"}, status_code=400)
         found = self.answers.get(params.get("q", "").strip().lower(), [])

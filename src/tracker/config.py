@@ -172,7 +172,7 @@ class Settings:
         minimum=1,
     )
     plan_exploration: int = _setting(
-        5,
+        0,
         "TRACKER_PLAN_EXPLORATION",
         "VROOM exploration level, 0 (fast) to 5 (thorough)",
         check=lambda v: _level(v),
@@ -181,7 +181,9 @@ class Settings:
         2, "TRACKER_PLAN_THREADS", "threads VROOM searches with", minimum=1
     )
     plan_timeout_s: float = _setting(
-        0.0, "TRACKER_PLAN_TIMEOUT_S", "longest VROOM search for one plan; 0 = no limit"
+        50.0,
+        "TRACKER_PLAN_TIMEOUT_S",
+        "longest VROOM search for one plan (its best so far); 0 = no limit",
     )
     # Webhook deliveries: how often each instance looks for due ones, the HTTP timeout, the
     # retry schedule (exponential from base to max, with jitter), when to give up, and how

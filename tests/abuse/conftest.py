@@ -54,6 +54,10 @@ class Fleet:
     spare_stop_id: int  # the stop whose link gets re-issued (the customer's must keep working)
     tracking_token: str  # the customer's link token (of `stop_id`)
     webhook_id: int
+    # An order, a depot and a vehicle for the operations on one of them.
+    order_id: int = 0
+    depot_id: int = 0
+    vehicle_id: int = 0
 
     @property
     def admin(self) -> str:
@@ -111,6 +115,15 @@ async def make_fleet(srv: Server) -> Fleet:
         )
         assert r.status_code == 201, r.text
         webhook_id = r.json()["id"]
+        planning = {}
+        for name, body in (
+            ("orders", {"lat": 48.137, "lon": 11.575, "date": "2030-01-02"}),
+            ("depots", {"name": "Abuse depot", "lat": 48.13, "lon": 11.57}),
+            ("vehicles", {"name": "Abuse van"}),
+        ):
+            r = await client.post(f"/api/v1/{name}", json=body)
+            assert r.status_code == 201, r.text
+            planning[name] = r.json()["id"]
     first, second = route["stops"]
     return Fleet(
         server=srv,
@@ -122,6 +135,9 @@ async def make_fleet(srv: Server) -> Fleet:
         spare_stop_id=second["id"],
         tracking_token=urlsplit(first["tracking_url"]).path.rsplit("/", 1)[1],
         webhook_id=webhook_id,
+        order_id=planning["orders"],
+        depot_id=planning["depots"],
+        vehicle_id=planning["vehicles"],
     )
 
 

@@ -168,6 +168,9 @@ def defaults(fleet: Fleet) -> dict[str, str]:
         "route_id": str(fleet.route_id),
         "stop_id": str(fleet.stop_id),
         "webhook_id": str(fleet.webhook_id),
+        "order_id": str(fleet.order_id),
+        "depot_id": str(fleet.depot_id),
+        "vehicle_id": str(fleet.vehicle_id),
         "token": fleet.tracking_token,
         "path": "map.js",
     }

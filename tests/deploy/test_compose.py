@@ -97,7 +97,8 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
         name, _, tag = image.rpartition(":")
         assert name and tag and tag != "latest" and "/" not in tag, image
     db = services(compose)["db"]["image"]
-    assert db.startswith("postgis/postgis:15-3."), db
+    # PostgreSQL 15 with PostGIS 3 and pgRouting 3 (migration 007 creates the extension).
+    assert db.startswith("pgrouting/pgrouting:15-3."), db
 
 
 def test_everything_is_health_checked_and_started_in_order(compose: dict[str, Any]) -> None:

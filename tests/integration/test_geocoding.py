@@ -69,7 +69,7 @@ async def settled(server: Server, day: date, count: int, timeout: float = 20.0) 
 async def geocoded_server(factory: ServerFactory, fake: FakeNominatim, **extra: Any) -> Server:
     return await factory(
         geocoder_url=fake.url,
-        geocoder_interval_s=0.25,
+        geocoder_interval_s=0.4,
         geocoder_user_agent="tracker-tests/1.0 (ops@example.ad)",
         **extra,
     )
@@ -117,7 +117,7 @@ async def test_verdicts_cache_and_pace(server_factory: ServerFactory, db: asyncp
                 "ad",
             )
         gaps = [b.at - a.at for a, b in zip(fake.hits, fake.hits[1:], strict=False)]
-        assert min(gaps) >= 0.2, gaps  # the pace holds (0.25 s, minus scheduling slack)
+        assert min(gaps) >= 0.25, gaps  # the pace holds (0.4 s, minus generous scheduling slack)
         # The planner sees only the orders it can place on a map.
         planned = await order_store.orders_for_planning(db, day)
         assert [o.id for o in planned] == [unique["id"], again["id"]]

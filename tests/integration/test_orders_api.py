@@ -323,3 +323,51 @@ async def test_dispatcher_key_works_and_nobody_else(server: Server) -> None:
         nobody = await client.get("/api/v1/orders")
     assert ok.status_code == 201
     assert nobody.status_code == 401
+
+
+async def test_dispatched_orders_follow_their_stops(server: Server, db: asyncpg.Pool) -> None:
+    """The planner links orders to stops; the stop's outcome then finishes the order."""
+    from datetime import UTC, datetime
+
+    from tests.conftest import add_device
+    from tracker.store import orders as order_store
+
+    van = await add_device(server, "Order van")
+    day = fresh_day()
+    async with server.admin() as client:
+        made = await client.post("/api/v1/orders", json={"orders": [order(day) for _ in range(3)]})
+        ids = [o["id"] for o in made.json()["orders"]]
+        stops = [{"lat": 42.5063 + i / 1000, "lon": 1.5218, "name": f"S{i}"} for i in range(3)]
+        r = await client.post(
+            "/api/v1/routes",
+            json={
+                "device": van.unique_id,
+                "planned_start": datetime.now(UTC).isoformat(),
+                "stops": stops,
+                "path": None,
+            },
+        )
+        assert r.status_code == 201, r.text
+        route = r.json()
+        links = [(i, route["id"], s["id"]) for i, s in zip(ids, route["stops"], strict=True)]
+        await order_store.link_orders(db, links, "dispatched")
+        await client.post(f"/api/v1/orders/{ids[2]}/cancel")
+        base = f"/api/v1/routes/{route['id']}/stops"
+        first, second, third = (s["id"] for s in route["stops"])
+        for stop in (first, second, third):
+            assert (
+                await client.patch(f"{base}/{stop}", json={"status": "arrived"})
+            ).status_code == 200
+        assert (
+            await client.patch(f"{base}/{first}", json={"status": "completed"})
+        ).status_code == 200
+        failed = await client.patch(
+            f"{base}/{second}", json={"status": "failed", "reason": "nobody home"}
+        )
+        assert failed.status_code == 200, failed.text
+        assert (
+            await client.patch(f"{base}/{third}", json={"status": "completed"})
+        ).status_code == 200
+        got = [(await client.get(f"/api/v1/orders/{i}")).json() for i in ids]
+    assert [o["status"] for o in got] == ["delivered", "failed", "cancelled"]
+    assert got[0]["route_id"] == route["id"] and got[0]["stop_id"] == first

@@ -99,9 +99,14 @@ async def test_bad_file_is_rejected_whole_with_every_problem_named(
 
 async def test_dry_run_reports_and_stores_nothing(server: Server, db: asyncpg.Pool) -> None:
     before = await db.fetchval("SELECT count(*) FROM orders")
-    status, report = await post_csv(server, unique(BAD.read_text()), dry_run="true")
+    text = unique(BAD.read_text())
+    status, report = await post_csv(server, text, dry_run="true")
     assert status == 200
     assert report["dry_run"] is True
+    # All or nothing by default: this file would store nothing.
+    assert (report["imported"], report["rejected"], report["orders"]) == (0, 4, [])
+    assert len(report["errors"]) == 7
+    status, report = await post_csv(server, text, dry_run="true", on_error="skip")
     assert (report["imported"], report["rejected"]) == (1, 4)
     assert report["orders"] == [
         {

@@ -319,3 +319,48 @@ async def test_inline_vehicle_plan_without_a_device_cannot_dispatch(world: World
         assert plan["routes"][0]["return_path"] is None
         r = await client.post(f"/api/v1/plans/{plan['id']}/dispatch")
         assert r.status_code == 409 and "has no device" in r.json()["message"]
+
+
+async def test_without_roads_plans_on_straight_lines_and_says_so(server: Server) -> None:
+    """The shared test database has no road network: planning still works."""
+    day = future_day()
+    dev = await add_device(server, "Straight van")
+    async with server.admin() as client:
+        r = await client.post(
+            "/api/v1/depots", json={"name": "Andorra", "lat": 42.5075, "lon": 1.5218}
+        )
+        depot = r.json()["id"]
+        orders = await add_orders(
+            client,
+            day,
+            [
+                {"lat": 42.5063, "lon": 1.5218},
+                {"lat": 42.51, "lon": 1.53},
+                {"lat": 42.50, "lon": 1.51},
+            ],
+        )
+        van = {
+            "name": "Straight van",
+            "device": dev.unique_id,
+            "start_depot_id": depot,
+            "end_depot_id": depot,
+            "shift_start": "08:00",
+            "shift_end": "12:00",
+        }
+        r = await client.post(
+            "/api/v1/plans",
+            json={"date": day.isoformat(), "vehicles": [van], "orders": [o["id"] for o in orders]},
+        )
+        assert r.status_code == 201, r.text
+        plan = r.json()
+        assert plan["travel"] == "straight_line" and plan["straight_line"] is True
+        assert "straight-line" in plan["note"] and "tracker roads import" in plan["note"]
+        (route,) = plan["routes"]
+        assert len(route["stops"]) == 3
+        # 30 km/h on straight lines × 1.3: a leg's time follows from its distance.
+        leg = route["stops"][1]
+        assert leg["travel_s"] == pytest.approx(leg["distance_m"] / (30 / 3.6), abs=2)
+        r = await client.post(f"/api/v1/plans/{plan['id']}/dispatch")
+        assert r.status_code == 201, r.text
+        (live,) = r.json()["routes"]
+        assert live["straight_line"] is True and live["device"] == dev.unique_id

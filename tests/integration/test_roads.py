@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import numpy as np
 import pytest
 
 from tests.conftest import DATA, own_database, sibling_database_url
@@ -132,3 +133,24 @@ async def test_reimport_replaces_and_bad_files_are_refused(
     empty = run_cli(url, "roads", "import", str(paths))
     assert empty.returncode == 1 and "no drivable roads" in empty.stderr
     assert await roads_db.fetchval("SELECT count(*) FROM road_edges") == before.edges
+
+
+async def test_large_matrices_agree_with_pgrouting(roads_db: asyncpg.Pool) -> None:
+    """Past PGR_MATRIX_MAX vertices the matrix is searched with SciPy over the same edges:
+    it must give exactly pgRouting's times (one-ways, unreachable pairs and all)."""
+    ids = [
+        r["id"]
+        for r in await roads_db.fetch(
+            "SELECT DISTINCT v.id FROM road_vertices v JOIN road_edges e "
+            "ON e.source = v.id OR e.target = v.id ORDER BY v.id LIMIT 60"
+        )
+    ]
+    ours = await roads._graph_matrix(roads_db, ids)
+    theirs = await roads.pgr_matrix(roads_db, ids)
+    assert np.isinf(ours).sum() == np.isinf(theirs).sum() > 0  # some are off the main network
+    finite = np.isfinite(theirs)
+    assert np.allclose(ours[finite], theirs[finite], rtol=1e-9, atol=1e-6)
+    assert not np.allclose(ours[finite], ours.T[finite])  # one-ways: not symmetric
+    big = await roads.cost_matrix(roads_db, [*ids, *range(1000, 1000 + roads.PGR_MATRIX_MAX)])
+    assert big.shape == (60 + roads.PGR_MATRIX_MAX,) * 2
+    assert np.allclose(big[:60, :60][finite], theirs[finite])

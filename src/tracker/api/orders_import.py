@@ -113,8 +113,10 @@ async def import_orders(request: Request) -> Response:
             status_code=422,
         )
     if dry_run:
-        report["orders"] = [_planned(r, None) for r in good]
-        report["imported"] = len(good)  # would be
+        # What this very request would store without dry_run: nothing, if it would be refused.
+        would = [] if bad and on_error == "reject" else good
+        report["orders"] = [_planned(r, None) for r in would]
+        report["imported"] = len(would)
         return ORJSONResponse(report)
     created = await store_new(rt, [r.values for r in good if r.values is not None]) if good else []
     report["orders"] = [

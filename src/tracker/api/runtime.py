@@ -29,9 +29,11 @@ from tracker.services.replanning import ReplanningService
 from tracker.services.route_desk import RouteDesk
 from tracker.services.routing import RoutingService, with_routes
 from tracker.services.travel import Travel
+from tracker.store import orders as order_store
 from tracker.store import retention
 from tracker.store import webhooks as webhook_store
 from tracker.store.db import DB_ERRORS, create_pool
+from tracker.store.geocoding import PgGeocodeQueue
 from tracker.store.writer import PositionWriter
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ class Runtime:
         solver_options = SolverOptions(
             settings.plan_exploration, settings.plan_threads, settings.plan_timeout_s or None
         )
+        routing.event_sinks.append(order_store.follow_stop_events)  # orders follow their stops
         rt = cls(
             settings=settings,
             pool=pool,
@@ -115,7 +118,7 @@ class Runtime:
         )
         if settings.geocoder_url:
             rt.geocoding = GeocodingService(
-                pool, NominatimClient(settings), settings.geocoder_interval_s
+                PgGeocodeQueue(pool), NominatimClient(settings), settings.geocoder_interval_s
             )
             rt.spawn(rt.geocoding.run(), "geocoding")
         rt.spawn(rt._flush_metrics(), "metrics")

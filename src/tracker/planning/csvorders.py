@@ -347,6 +347,9 @@ def _check_row(
             for e in exc.errors
             if _field_name(e, headers) not in converted
         )
+    # Report in the file's column order, as a person reads the row.
+    position = {h: i for i, h in enumerate(headers.values())}
+    errors.sort(key=lambda e: position.get(e.field, -1))
     if isinstance(external_id, str) and external_id:
         if external_id in seen:
             errors.append(

@@ -71,9 +71,14 @@ def road_seconds(
     access = np.asarray(access_m, dtype=float) / model.access_speed_mps
     total = vertex_s + access[:, None] + access[None, :]
     same = np.equal.outer(np.asarray(vertices), np.asarray(vertices))
-    if same.any():
-        across = geodesic_m(points, points) / model.access_speed_mps
-        total = np.where(same, across, total)
+    np.fill_diagonal(same, False)
+    rows, cols = np.nonzero(same)
+    if len(rows):
+        # Only the pairs that share a vertex go straight across (few: measure just those).
+        lat = np.array([p[0] for p in points])
+        lon = np.array([p[1] for p in points])
+        _, _, dist = _GEOD.inv(lon[rows], lat[rows], lon[cols], lat[cols])
+        total[rows, cols] = np.asarray(dist, dtype=float) / model.access_speed_mps
     total = np.where(np.isfinite(total), total, UNREACHABLE_S)
     np.fill_diagonal(total, 0.0)
     return np.minimum(np.rint(total), UNREACHABLE_S).astype(np.int64)

@@ -22,6 +22,10 @@ STATUSES = (UNPLANNED, PLANNED, DISPATCHED, DELIVERED, FAILED, CANCELLED)
 # An order in one of these is finished: it cannot be changed or cancelled any more.
 FINAL_STATUSES = (DELIVERED, FAILED, CANCELLED)
 
+# A dispatched order follows its stop: these stop events finish it. (A skipped stop leaves
+# the order as it is: re-planning decides where it goes next.)
+STOP_OUTCOMES = {"stop.completed": DELIVERED, "stop.failed": FAILED}
+
 # geocode_status: "given" (coordinates came with the order), "pending" (an address waits for
 # the geocoder), "resolved" (one clear answer), "ambiguous" (several: the dispatcher picks),
 # "unresolved" (none, or the geocoder failed).

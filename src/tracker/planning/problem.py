@@ -44,9 +44,10 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class Van:
-    """One vehicle as the solver sees it. Its solver id is its index in Problem.vans."""
+    """One vehicle as the solver sees it. Its solver id is its index in Problem.vans;
+    `vehicle` is None for the anonymous van of a re-optimised live route."""
 
-    vehicle: Vehicle
+    vehicle: Vehicle | None
     start: int | None  # index into Problem.locations
     end: int | None
     capacity: tuple[int, ...]

@@ -61,6 +61,7 @@ def route_json(
 ) -> dict[str, Any]:
     """One vehicle's route. `leg_m[k]` is the leg to stop k (from the start for k = 0)."""
     van = route.van.vehicle
+    assert van is not None, "a plan's vans are vehicles"
     legs = list(leg_m)
     # Without a start depot the first stop is where the route begins: no leg to it.
     if len(legs) == len(route.stops) - 1:

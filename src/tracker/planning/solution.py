@@ -154,9 +154,9 @@ def reason(problem: Problem, job: Job, seconds: np.ndarray) -> str:
 
 
 def _endpoint(problem: Problem, van: Van, location: int, when: datetime, start: bool) -> Endpoint:
-    depot = van.vehicle.start_depot_id if start else van.vehicle.end_depot_id
-    if (van.start if start else van.end) is None:
-        depot = None
+    depot = None
+    if van.vehicle is not None and (van.start if start else van.end) is not None:
+        depot = van.vehicle.start_depot_id if start else van.vehicle.end_depot_id
     lat, lon = problem.locations[location]
     return Endpoint(depot, lat, lon, location, when)
 

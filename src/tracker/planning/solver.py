@@ -26,7 +26,7 @@ _LOCK = threading.Lock()
 class SolverOptions:
     """VROOM's search effort: exploration level 0-5, threads, and a time limit."""
 
-    exploration: int = 5
+    exploration: int = 0
     threads: int = 2
     timeout_s: float | None = None
 

@@ -3,7 +3,8 @@
 Orders arrive `pending`; this service settles them in the background (an import of a
 thousand addresses must not wait on a geocoder that answers once a second):
 
-- one instance at a time works the queue (a PostgreSQL advisory lock), so the pace
+- one instance at a time works the queue (`GeocodeQueue.turn`: a PostgreSQL advisory lock
+  in `tracker.store.geocoding`), so the pace
   `TRACKER_GEOCODER_INTERVAL_S` holds for the deployment, not per instance;
 - every answer is cached in PostgreSQL by normalised address and endpoint: an address is
   asked once, ever;
@@ -20,11 +21,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-import asyncpg
 import httpx
 
 from tracker.config import Settings
@@ -36,19 +37,29 @@ from tracker.planning.geocode import (
     judge,
     normalise,
 )
-from tracker.store import orders as store
+from tracker.planning.model import Candidate, Order
 from tracker.store.db import DB_ERRORS
 
 log = logging.getLogger(__name__)
 
-# Single-key advisory lock: "the geocoding queue" (other single keys: migrations, partitions).
-_LOCK_KEY = 0x47454F43  # "GEOC"
 BATCH = 50
 MAX_BACKOFF_S = 300.0
 
 
 class GeocoderUnavailable(Exception):
-    """The geocoder did not give a usable answer this time (try again later)."""
+    """The geocoder did not give a usable answer this time (try again later, no sooner than
+    `retry_after_s` when it said so)."""
+
+    def __init__(self, message: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def _retry_after(reply: httpx.Response) -> float:
+    try:
+        return min(MAX_BACKOFF_S, max(0.0, float(reply.headers.get("retry-after", "0"))))
+    except ValueError:
+        return 0.0  # an HTTP date: the doubling delay will do
 
 
 class NominatimClient:
@@ -76,7 +87,7 @@ class NominatimClient:
         except httpx.HTTPError as exc:
             raise GeocoderUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if reply.status_code != 200:
-            raise GeocoderUnavailable(f"HTTP {reply.status_code}")
+            raise GeocoderUnavailable(f"HTTP {reply.status_code}", _retry_after(reply))
         try:
             return reply.json()
         except ValueError as exc:
@@ -86,26 +97,60 @@ class NominatimClient:
         await self.client.aclose()
 
 
+class Searcher(Protocol):
+    """A geocoder: its endpoint (the cache's key) and a search."""
+
+    url: str
+
+    async def search(self, query: str) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+class GeocodeSession(Protocol):
+    """One turn at the queue: read pending orders and the cache, store verdicts."""
+
+    async def pending(self, limit: int) -> list[Order]: ...
+
+    async def cached(self, endpoint: str, query: str) -> list[Candidate] | None: ...
+
+    async def remember(
+        self, endpoint: str, query: str, found: Sequence[Candidate], now: datetime
+    ) -> None: ...
+
+    async def settle(self, order: Order, verdict: Verdict) -> None: ...
+
+
+class GeocodeQueue(Protocol):
+    """Where pending orders wait (store.geocoding.PgGeocodeQueue in production)."""
+
+    def turn(self) -> AbstractAsyncContextManager[GeocodeSession | None]: ...
+
+
 class GeocodingService:
     """Settles pending orders: cache first, then the geocoder, one request per interval."""
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        client: NominatimClient,
+        queue: GeocodeQueue,
+        client: Searcher,
         interval_s: float,
         poll_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.pool = pool
+        self.queue = queue
         self.client = client
         self.endpoint = client.url
         self.interval_s = interval_s
         self.poll_s = poll_s
         self.clock = clock
+        self.sleep = sleep
+        self.now = now
         self._wake = asyncio.Event()
         self._last_request = -float("inf")
-        self._backoff_s = 0.0
+        self.backoff_s = 0.0
         self.requests = 0  # sent to the geocoder by this instance (tests and logs)
 
     def wake(self) -> None:
@@ -116,59 +161,47 @@ class GeocodingService:
         """Work the queue until cancelled."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._backoff_s or self.poll_s)
+                await asyncio.wait_for(self._wake.wait(), self.backoff_s or self.poll_s)
             self._wake.clear()
             try:
                 await self.work()
             except DB_ERRORS as exc:
                 log.warning("geocoding paused, database unavailable: %s", exc)
+            except Exception:
+                # Never let one bad answer end the loop for good: log it, wait, go on.
+                log.exception("geocoding failed; retrying in %.0f s", self.poll_s)
 
     async def work(self) -> int:
         """Settle every pending order this instance can now; returns how many it settled."""
         settled = 0
-        async with self.pool.acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+        async with self.queue.turn() as session:
+            if session is None:
                 return 0  # another instance is on it
-            try:
-                while True:
-                    batch = await store.pending_geocode(conn, BATCH)
-                    if not batch:
-                        break
-                    for order in batch:
-                        try:
-                            found = await self.verdict(conn, order.address)
-                        except GeocoderUnavailable as exc:
-                            self._backoff_s = min(MAX_BACKOFF_S, max(1.0, self._backoff_s * 2))
-                            log.warning(
-                                "geocoder unavailable (%s); retrying in %.0f s",
-                                exc,
-                                self._backoff_s,
-                            )
-                            return settled
-                        await store.set_geocode(
-                            conn,
-                            order.id,
-                            found.status,
-                            found.lat,
-                            found.lon,
-                            found.candidates,
-                            order.address,
+            while batch := await session.pending(BATCH):
+                for order in batch:
+                    try:
+                        found = await self.verdict(session, order.address)
+                    except GeocoderUnavailable as exc:
+                        doubled = min(MAX_BACKOFF_S, max(1.0, self.backoff_s * 2))
+                        self.backoff_s = max(doubled, exc.retry_after_s)
+                        log.warning(
+                            "geocoder unavailable (%s); retrying in %.0f s", exc, self.backoff_s
                         )
-                        settled += 1
-                    self._backoff_s = 0.0
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+                        return settled
+                    await session.settle(order, found)
+                    settled += 1
+                self.backoff_s = 0.0
         return settled
 
-    async def verdict(self, conn: asyncpg.Connection, address: str) -> Verdict:
+    async def verdict(self, session: GeocodeSession, address: str) -> Verdict:
         """The verdict on `address`, from the cache or (paced) from the geocoder."""
         key = normalise(address)
-        cached = await store.cached_geocode(conn, self.endpoint, key)
+        cached = await session.cached(self.endpoint, key)
         if cached is not None:
             return judge(cached)
         wait = self._last_request + self.interval_s - self.clock()
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self.sleep(wait)
         self._last_request = self.clock()
         self.requests += 1
         reply = await self.client.search(address)
@@ -176,8 +209,9 @@ class GeocodingService:
             found = candidates(reply)
         except GeocoderReplyError as exc:
             raise GeocoderUnavailable(str(exc)) from exc
-        await store.cache_geocode(conn, self.endpoint, key, found, datetime.now(UTC))
+        await session.remember(self.endpoint, key, found, self.now())
         return judge(found)
 
     async def close(self) -> None:
+        """Release the geocoder's connections."""
         await self.client.close()

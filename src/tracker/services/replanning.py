@@ -19,9 +19,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import asyncpg
-import numpy as np
-import shapely
-from shapely import ops
 
 from tracker.core.model import JsonDict, Route, Stop, StopStatus
 from tracker.core.route import progress
@@ -34,7 +31,7 @@ from tracker.planning.problem import Job, Problem, Van
 from tracker.planning.solver import SolverOptions
 from tracker.services.planning import STOP_RADIUS_M, PlanConflict, PlanNotFound
 from tracker.services.routing import ROUTES_CHANNEL, route_message
-from tracker.services.travel import Travel
+from tracker.services.travel import Measured, Travel
 from tracker.store import orders as order_store
 from tracker.store import plans as store
 from tracker.store import routes as route_store
@@ -116,13 +113,16 @@ class ReplanningService:
         now: datetime,
         added: Sequence[Stop] = (),
         moved_in: Sequence[Stop] = (),
+        measured: Measured | None = None,
     ) -> JsonDict:
         """Give `live` the remaining stops `order` (its own, `added` new ones and stops
-        `moved_in` from other routes, in driving order) and publish the result."""
+        `moved_in` from other routes, in driving order); `measured`: the matrix between the
+        vehicle's position and `order`, when the caller has it already."""
         route = live.route
         head_stops = [*live.done, *([live.serving] if live.serving else [])]
         points = [live.position, *[(s.lat, s.lon) for s in order]]
-        measured = await self._travel.measure(points)
+        if measured is None or measured.points != tuple(points):
+            measured = await self._travel.measure(points)
         (path,) = await self._travel.paths(measured, [list(range(len(points)))])
         chain = insertion.timing(
             measured.seconds,
@@ -131,13 +131,10 @@ class ReplanningService:
             [Visit(k, k + 1, s.service_s, _window(s, now)) for k, s in enumerate(order)],
         )
         # The stretch already driven stays the start of the path, so stops done lie on it.
-        old_plan = progress.plan(route)
         old_state = RouteState.from_json(live.head.state)
         driven: list[tuple[float, float]] = []
         if old_state.progress_m > 1.0 and old_state.last_s is not None:
-            piece = ops.substring(old_plan.index.line, 0.0, old_state.progress_m)
-            if isinstance(piece, shapely.LineString):
-                driven = [old_plan.projection.to_latlon(x, y) for x, y in piece.coords]
+            driven = await store.driven_path(conn, route.id, old_state.progress_m)
         full = [*driven, *path.points]
         if len(set(full)) < 2:
             full = [
@@ -222,24 +219,20 @@ class ReplanningService:
             raise PlanConflict(f"order {order.id} has no coordinates")
         if order.status not in ("unplanned", "planned"):
             raise PlanConflict(f"order {order.id} is {order.status} already")
-        candidates = await store.live_routes(self._pool, route_ids)
-        if not candidates:
-            raise PlanConflict("no live route to insert into")
+        # Price in full the routes passing nearest to the order (by straight line, cheap).
         async with self._pool.acquire() as conn:
-            lives = [await self._live(conn, c.id, now) for c in candidates]
-        here = np.array([order.lat, order.lon])
-        # Price the routes passing nearest to the order (straight-line, cheap) in full.
-        near = sorted(
-            lives,
-            key=lambda lv: min(
-                float(np.hypot(*(np.array(p) - here)))
-                for p in [lv.position, *[(s.lat, s.lon) for s in lv.pending]]
-            ),
-        )[:CANDIDATE_ROUTES]
+            nearest = await store.nearest_routes(
+                conn, order.lat, order.lon, CANDIDATE_ROUTES, route_ids
+            )
+            if not nearest:
+                raise PlanConflict("no live route to insert into")
+            near = [await self._live(conn, rid, now) for rid in nearest]
         points: list[tuple[float, float]] = [(order.lat, order.lon)]
         chains: list[LiveChain] = []
+        bases: dict[int, int] = {}
         for lv in near:
             base = len(points)
+            bases[lv.route.id] = base
             points.append(lv.position)
             points.extend((s.lat, s.lon) for s in lv.pending)
             serving_s = lv.serving.service_s if lv.serving else 0.0
@@ -294,7 +287,11 @@ class ReplanningService:
             )
             k = min(best.index, len(lv.pending))
             sequence = [*lv.pending[:k], stop, *lv.pending[k:]]
-            body = await self._rewrite(conn, lv, sequence, now, added=[stop])
+            # The matrix priced above covers this route (unless it changed meanwhile).
+            base = bases[lv.route.id]
+            own = [base + 1 + j for j in range(len(lv.pending))]
+            sub = measured.subset([base, *own[:k], 0, *own[k:]])
+            body = await self._rewrite(conn, lv, sequence, now, added=[stop], measured=sub)
             await order_store.link_orders(conn, [(order.id, lv.route.id, stop.id)], DISPATCHED)
         await self._publish([body])
         return {
@@ -342,7 +339,6 @@ class ReplanningService:
             )
             for k, s in enumerate(live.pending)
         )
-        vehicle = None  # one anonymous van from the vehicle's position, open-ended
         problem = Problem(
             day=now.date(),
             t0=now,
@@ -350,7 +346,8 @@ class ReplanningService:
             skills=(),
             locations=tuple(points),
             jobs=jobs,
-            vans=(Van(vehicle, 0, None, (), frozenset(), (begin, begin + 7 * 86_400), None),),  # type: ignore[arg-type]
+            # One anonymous van from where the vehicle is, open-ended.
+            vans=(Van(None, 0, None, (), frozenset(), (begin, begin + 7 * 86_400), None),),
             orders={},
             depots={},
             set_aside=(),

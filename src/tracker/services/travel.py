@@ -45,6 +45,16 @@ class Measured:
     roads: bool
     snaps: tuple[Snap, ...] | None  # per point, with roads
 
+    def subset(self, indices: Sequence[int]) -> Measured:
+        """The same measurements for some of the points, in the order given."""
+        idx = np.asarray(indices, dtype=int)
+        return Measured(
+            tuple(self.points[k] for k in indices),
+            self.seconds[np.ix_(idx, idx)],
+            self.roads,
+            None if self.snaps is None else tuple(self.snaps[k] for k in indices),
+        )
+
 
 class Travel:
     """Measures travel for the planner (one per service; stateless between calls)."""

@@ -8,6 +8,7 @@ went with `link_orders`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -15,12 +16,16 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from tracker.core.model import Event
 from tracker.core.timeparse import parse_time
 from tracker.planning.model import (
     CANCELLED,
+    DISPATCHED,
     FINAL_STATUSES,
     LOCATED,
     PENDING,
+    PLANNED,
+    STOP_OUTCOMES,
     UNPLANNED,
     Candidate,
     Order,
@@ -128,24 +133,64 @@ def _assignments(fields: dict[str, Any], start: int) -> tuple[list[str], list[An
     return parts, values
 
 
+# Every column a new order has, with the value it takes when the caller left it out.
+_NEW_DEFAULTS: dict[str, Any] = {
+    "external_id": None,
+    "kind": "delivery",
+    "address": "",
+    "recipient": "",
+    "phone": "",
+    "email": "",
+    "windows": [],
+    "service_s": 0.0,
+    "size": {},
+    "skills": [],
+    "priority": 0,
+    "notes": "",
+    "date": None,
+    "geocode_status": "given",
+    "geocode_candidates": [],
+}
+_INSERT = (
+    f"INSERT INTO orders (id, {', '.join(_NEW_DEFAULTS)}, location) VALUES ($1, "
+    + ", ".join(f"${i}" for i in range(2, len(_NEW_DEFAULTS) + 2))
+    + f", CASE WHEN ${len(_NEW_DEFAULTS) + 2}::float8 IS NULL THEN NULL ELSE "
+    f"ST_SetSRID(ST_MakePoint(${len(_NEW_DEFAULTS) + 3}::float8, "
+    f"${len(_NEW_DEFAULTS) + 2}::float8), 4326)::geography END)"
+)
+
+
 async def insert_orders(conn: asyncpg.Connection, batch: Sequence[dict[str, Any]]) -> list[Order]:
-    """Insert validated orders in the caller's transaction, in order; all or none."""
-    out: list[Order] = []
-    for fields in batch:
-        parts, values = _assignments(fields, 1)
-        cols = [p.split(" = ", 1)[0] for p in parts]
-        exprs = [p.split(" = ", 1)[1] for p in parts]
-        sql = (
-            f"INSERT INTO orders AS o ({', '.join(cols)}) VALUES ({', '.join(exprs)}) "
-            f"RETURNING {_COLUMNS}"
+    """Insert validated orders in the caller's transaction, in order; all or none. One
+    pipelined statement for the whole batch (a 10,000-row import is one round of them)."""
+    if not batch:
+        return []
+    ids = [
+        r["id"]
+        for r in await conn.fetch(
+            "SELECT nextval(pg_get_serial_sequence('orders', 'id')) AS id "
+            "FROM generate_series(1, $1::int)",
+            len(batch),
         )
-        try:
-            row = await conn.fetchrow(sql, *values)
-        except asyncpg.UniqueViolationError as exc:
-            raise DuplicateExternalId(fields.get("external_id")) from exc
-        assert row is not None
-        out.append(order_from_row(row))
-    return out
+    ]
+    records = [
+        (
+            order_id,
+            *(fields.get(name, default) for name, default in _NEW_DEFAULTS.items()),
+            fields.get("lat"),
+            fields.get("lon"),
+        )
+        for order_id, fields in zip(ids, batch, strict=True)
+    ]
+    try:
+        await conn.executemany(_INSERT, records)
+    except asyncpg.UniqueViolationError as exc:
+        taken = re.search(r"=\((.*)\) already exists", str(getattr(exc, "detail", "") or ""))
+        raise DuplicateExternalId(taken.group(1) if taken else None) from exc
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM orders o WHERE o.id = ANY($1::bigint[]) ORDER BY o.id", ids
+    )
+    return [order_from_row(r) for r in rows]
 
 
 async def existing_external_ids(conn: Conn, ids: Iterable[str]) -> set[str]:
@@ -280,11 +325,23 @@ async def link_orders(
     )
 
 
-async def set_status_by_stop(conn: Conn, stop_id: int, status: str) -> None:
-    """Follow a stop's outcome: the orders it serves become delivered or failed."""
-    await conn.execute(
-        "UPDATE orders SET status = $2, updated_at = now() WHERE stop_id = $1", stop_id, status
-    )
+async def follow_stop_events(
+    conn: asyncpg.Connection, device: str, stored: Sequence[tuple[int, Event]]
+) -> None:
+    """A routing event sink (in the transaction that stores the events): a completed stop
+    delivers its orders, a failed one fails them. Only planned or dispatched orders move,
+    so a cancelled order stays cancelled."""
+    for _, event in stored:
+        status = STOP_OUTCOMES.get(event.type)
+        if status is None or event.stop_id is None:
+            continue
+        await conn.execute(
+            "UPDATE orders SET status = $2, updated_at = now() "
+            "WHERE stop_id = $1 AND status = ANY($3::text[])",
+            event.stop_id,
+            status,
+            [PLANNED, DISPATCHED],
+        )
 
 
 async def pending_geocode(conn: Conn, limit: int) -> list[Order]:

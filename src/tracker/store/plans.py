@@ -288,3 +288,53 @@ async def follow_stops(conn: asyncpg.Connection, route_id: int, stop_ids: Sequen
         route_id,
         list(stop_ids),
     )
+
+
+async def nearest_routes(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    lat: float,
+    lon: float,
+    limit: int,
+    route_ids: Sequence[int] | None = None,
+) -> list[int]:
+    """Active routes whose remaining stops or vehicle pass nearest to (lat, lon)."""
+    rows = await conn.fetch(
+        """
+        WITH here AS (SELECT ST_SetSRID(ST_MakePoint($2, $1), 4326)::geography AS g),
+        live AS (
+            SELECT DISTINCT ON (device_id) id, device_id FROM routes
+            WHERE status = 'active' AND ($4::bigint[] IS NULL OR id = ANY($4::bigint[]))
+            ORDER BY device_id, id DESC
+        )
+        SELECT l.id, least(
+            (SELECT min(s.location <-> here.g) FROM stops s
+             WHERE s.route_id = l.id AND s.status IN ('pending', 'arrived')),
+            (SELECT p.geog <-> here.g FROM last_positions p
+             WHERE p.device_id = l.device_id)) AS d
+        FROM live l, here
+        ORDER BY d NULLS LAST, l.id LIMIT $3
+        """,
+        lat,
+        lon,
+        limit,
+        None if route_ids is None else list(route_ids),
+    )
+    return [r["id"] for r in rows]
+
+
+async def driven_path(
+    conn: asyncpg.Connection, route_id: int, progress_m: float
+) -> list[tuple[float, float]]:
+    """The first `progress_m` metres of a route's path (lat, lon): the stretch driven."""
+    row = await conn.fetchrow(
+        "SELECT ST_AsBinary(ST_LineSubstring(path::geometry, 0, "
+        "least(1.0, $2 / greatest(ST_Length(path), 1e-9)))) AS piece FROM routes WHERE id = $1",
+        route_id,
+        progress_m,
+    )
+    if row is None or row["piece"] is None:
+        return []
+    piece = shapely.from_wkb(bytes(row["piece"]))
+    if not isinstance(piece, shapely.LineString):
+        return []
+    return [(float(lat), float(lon)) for lon, lat in piece.coords]

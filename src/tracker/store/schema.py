@@ -1,0 +1,405 @@
+"""The database schema, declared once as SQLAlchemy Core tables with GeoAlchemy2 types.
+
+The migrations in `sql/` are what creates and changes the database (hand-written SQL:
+partitioning, triggers, functions); this is the schema they must produce, in one place
+for reading, and `tests/integration/test_schema.py` fails when the two disagree (tables,
+columns and their types and nullability, keys, foreign keys, unique constraints, indexes
+and the number of check constraints). Queries are written in SQL against asyncpg, which
+is faster on the hot path than going through SQLAlchemy; this module is their reference.
+"""
+
+from __future__ import annotations
+
+from geoalchemy2 import Geography, Geometry
+from sqlalchemy import (
+    REAL,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    Time,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
+
+metadata = MetaData()
+
+Timestamp = TIMESTAMP(timezone=True)
+Point = Geography("POINT", srid=4326, spatial_index=False)
+Line = Geography("LINESTRING", srid=4326, spatial_index=False)
+EMPTY_JSON = text("'{}'::jsonb")
+NOW = text("now()")
+
+
+def _fix_columns() -> list[Column[object]]:
+    # positions and last_positions share the fix's columns.
+    return [
+        Column("fix_time", Timestamp, nullable=False),
+        Column("received_at", Timestamp, nullable=False),
+        Column("geog", Point, nullable=False),
+        Column("speed", REAL),
+        Column("course", REAL),
+        Column("accuracy", REAL),
+        Column("altitude", REAL),
+        Column("attributes", JSONB, nullable=False, server_default=EMPTY_JSON),
+    ]
+
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("applied_at", Timestamp, nullable=False, server_default=NOW),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("unique_id", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+)
+
+# Range-partitioned by month on fix_time (sql/001_ingest.sql); no foreign key to devices.
+positions = Table(
+    "positions",
+    metadata,
+    Column("device_id", BigInteger, nullable=False),
+    *_fix_columns(),
+    PrimaryKeyConstraint("device_id", "fix_time"),
+)
+
+last_positions = Table(
+    "last_positions",
+    metadata,
+    Column(
+        "device_id",
+        BigInteger,
+        ForeignKey("devices.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    *_fix_columns(),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("key_hash", LargeBinary, nullable=False, unique=True),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("role IN ('dispatcher', 'admin')"),
+)
+
+routes = Table(
+    "routes",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("device_id", BigInteger, ForeignKey("devices.id"), nullable=False),
+    Column("planned_start", Timestamp, nullable=False),
+    Column("path", Line, nullable=False),
+    Column("straight_line", Boolean, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'active'")),
+    Column("off_route", Boolean, nullable=False, server_default=text("false")),
+    Column("route_state", JSONB, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    # sql/007_planning.sql: the plan it was dispatched from, and re-planning's revision.
+    Column("plan_id", BigInteger, ForeignKey("plans.id")),
+    Column("revision", Integer, nullable=False, server_default=text("0")),
+    CheckConstraint("status IN ('active', 'completed', 'cancelled')"),
+    Index(
+        "routes_active_by_device",
+        "device_id",
+        text("id DESC"),
+        postgresql_where=text("status = 'active'"),
+    ),
+)
+
+stops = Table(
+    "stops",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("route_id", BigInteger, ForeignKey("routes.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("location", Point, nullable=False),
+    Column("name", Text, nullable=False, server_default=text("''")),
+    Column("recipient", Text, nullable=False, server_default=text("''")),
+    Column("service_s", Double, nullable=False, server_default=text("0")),
+    Column("radius_m", Double, nullable=False, server_default=text("50")),
+    Column("planned_arrival", Timestamp),
+    Column("window_start", Timestamp),
+    Column("window_end", Timestamp),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("reason", Text),
+    Column("arrived_at", Timestamp),
+    Column("completed_at", Timestamp),
+    Column("eta", Timestamp),
+    # sql/003_tracking.sql: the customer link's token digest and when the stop became done.
+    Column("tracking_hash", LargeBinary),
+    Column("done_at", Timestamp),
+    UniqueConstraint("route_id", "seq"),
+    CheckConstraint("service_s >= 0"),
+    CheckConstraint("radius_m > 0"),
+    CheckConstraint("status IN ('pending', 'arrived', 'completed', 'failed', 'skipped')"),
+    CheckConstraint("window_end IS NULL OR window_start IS NULL OR window_end >= window_start"),
+    CheckConstraint("octet_length(tracking_hash) = 32"),
+    Index(
+        "stops_by_tracking_hash",
+        "tracking_hash",
+        unique=True,
+        postgresql_where=text("tracking_hash IS NOT NULL"),
+    ),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("type", Text, nullable=False),
+    Column("time", Timestamp, nullable=False),
+    Column("device_id", BigInteger, ForeignKey("devices.id"), nullable=False),
+    Column("route_id", BigInteger, ForeignKey("routes.id", ondelete="CASCADE")),
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="CASCADE")),
+    Column("data", JSONB, nullable=False, server_default=EMPTY_JSON),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Index("events_by_route", "route_id", "id"),
+    Index("events_by_device_time", "device_id", "time"),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("events", ARRAY(Text), nullable=False),
+    Column("eta_threshold_s", Double, nullable=False, server_default=text("300")),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("deleted_at", Timestamp),
+    CheckConstraint("cardinality(events) > 0"),
+    CheckConstraint("eta_threshold_s >= 0"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("public_id", Uuid, nullable=False, unique=True),
+    Column("webhook_id", BigInteger, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", BigInteger, ForeignKey("events.id", ondelete="SET NULL")),
+    Column("event_type", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", Timestamp, nullable=False, server_default=NOW),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("delivered_at", Timestamp),
+    Column("last_error", Text),
+    CheckConstraint("status IN ('pending', 'delivered', 'failed', 'cancelled')"),
+    Index(
+        "webhook_deliveries_due",
+        "next_attempt_at",
+        "id",
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("webhook_deliveries_by_webhook", "webhook_id", text("id DESC")),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column(
+        "delivery_id",
+        BigInteger,
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Column("duration_ms", Double, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    UniqueConstraint("delivery_id", "attempt"),
+)
+
+webhook_eta_marks = Table(
+    "webhook_eta_marks",
+    metadata,
+    Column(
+        "webhook_id",
+        BigInteger,
+        ForeignKey("webhooks.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="CASCADE"), primary_key=True),
+    Column("eta", Timestamp, nullable=False),
+)
+
+# sql/006_orders.sql: depots, vehicles and orders (the input of planning), geocoder cache.
+depots = Table(
+    "depots",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("location", Point, nullable=False),
+    Column("address", Text, nullable=False, server_default=text("''")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("name <> ''"),
+)
+
+vehicles = Table(
+    "vehicles",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("device_id", BigInteger, ForeignKey("devices.id")),
+    Column("capacity", JSONB, nullable=False, server_default=EMPTY_JSON),
+    Column("shift_start", Time),
+    Column("shift_end", Time),
+    Column("time_zone", Text, nullable=False, server_default=text("'UTC'")),
+    Column("start_depot_id", BigInteger, ForeignKey("depots.id")),
+    Column("end_depot_id", BigInteger, ForeignKey("depots.id")),
+    Column("skills", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("max_duration_s", Integer),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("name <> ''"),
+    CheckConstraint("max_duration_s > 0"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("external_id", Text, unique=True),
+    Column("kind", Text, nullable=False, server_default=text("'delivery'")),
+    # NULL until geocoded. A type of its own: geoalchemy2 ties a geometry type's
+    # nullability to the first column it is attached to.
+    Column("location", Geography("POINT", srid=4326, spatial_index=False), nullable=True),
+    Column("address", Text, nullable=False, server_default=text("''")),
+    Column("recipient", Text, nullable=False, server_default=text("''")),
+    Column("phone", Text, nullable=False, server_default=text("''")),
+    Column("email", Text, nullable=False, server_default=text("''")),
+    Column("windows", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("service_s", Double, nullable=False, server_default=text("0")),
+    Column("size", JSONB, nullable=False, server_default=EMPTY_JSON),
+    Column("skills", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("notes", Text, nullable=False, server_default=text("''")),
+    Column("date", Date, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'unplanned'")),
+    Column("geocode_status", Text, nullable=False, server_default=text("'given'")),
+    Column("geocode_candidates", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("route_id", BigInteger, ForeignKey("routes.id", ondelete="SET NULL")),
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="SET NULL")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("kind IN ('delivery', 'pickup')"),
+    CheckConstraint("service_s >= 0"),
+    CheckConstraint("priority BETWEEN 0 AND 100"),
+    CheckConstraint(
+        "status IN ('unplanned', 'planned', 'dispatched', 'delivered', 'failed', 'cancelled')"
+    ),
+    CheckConstraint(
+        "geocode_status IN ('given', 'pending', 'resolved', 'ambiguous', 'unresolved')"
+    ),
+    CheckConstraint("location IS NOT NULL OR geocode_status NOT IN ('given', 'resolved')"),
+    Index("orders_by_date_status", "date", "status", "id"),
+    Index(
+        "orders_by_geocode",
+        "geocode_status",
+        "id",
+        postgresql_where=text("geocode_status IN ('pending', 'ambiguous', 'unresolved')"),
+    ),
+    Index("orders_by_stop", "stop_id", postgresql_where=text("stop_id IS NOT NULL")),
+)
+
+geocode_cache = Table(
+    "geocode_cache",
+    metadata,
+    Column("endpoint", Text, nullable=False),
+    Column("query", Text, nullable=False),
+    Column("results", JSONB, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("endpoint", "query"),
+)
+
+# sql/007_planning.sql: the road network (pgRouting) and plans.
+road_imports = Table(
+    "road_imports",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("ways", Integer, nullable=False),
+    Column("edges", Integer, nullable=False),
+    Column("vertices", Integer, nullable=False),
+    Column("imported_at", Timestamp, nullable=False, server_default=NOW),
+)
+
+road_vertices = Table(
+    "road_vertices",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("osm_node_id", BigInteger, nullable=False),
+    Column("component", BigInteger),
+    Column("geom", Geometry("POINT", srid=4326, spatial_index=False), nullable=False),
+)
+
+road_edges = Table(
+    "road_edges",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("osm_way_id", BigInteger, nullable=False),
+    Column("source", BigInteger, ForeignKey("road_vertices.id"), nullable=False),
+    Column("target", BigInteger, ForeignKey("road_vertices.id"), nullable=False),
+    Column("class", Text, nullable=False),
+    Column("name", Text, nullable=False, server_default=text("''")),
+    Column("length_m", Double, nullable=False),
+    Column("speed_kmh", Double, nullable=False),
+    Column("cost_s", Double, nullable=False),
+    Column("reverse_cost_s", Double, nullable=False),
+    Column("main", Boolean, nullable=False, server_default=text("false")),
+    Column("geom", Geometry("LINESTRING", srid=4326, spatial_index=False), nullable=False),
+    CheckConstraint("length_m >= 0"),
+    CheckConstraint("speed_kmh > 0"),
+    Index("road_edges_geom", "geom", postgresql_using="gist"),
+    Index("road_edges_main_geom", "geom", postgresql_using="gist", postgresql_where=text("main")),
+)
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("date", Date, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'proposed'")),
+    Column("roads", Boolean, nullable=False),
+    Column("proposal", JSONB, nullable=False),
+    Column("routes", JSONB, nullable=False, server_default=EMPTY_JSON),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("dispatched_at", Timestamp),
+    CheckConstraint("status IN ('proposed', 'dispatched')"),
+    Index("plans_by_date", "date", "id"),
+)
