@@ -73,6 +73,8 @@ devices = Table(
     Column("token_hash", LargeBinary, nullable=False, unique=True),
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    # sql/009_workspace.sql: when the current token was issued by a rotation.
+    Column("token_issued_at", Timestamp),
 )
 
 # Range-partitioned by month on fix_time (sql/001_ingest.sql); no foreign key to devices.
@@ -105,6 +107,8 @@ api_keys = Table(
     Column("key_hash", LargeBinary, nullable=False, unique=True),
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    # sql/009_workspace.sql: a revoked key keeps its row.
+    Column("revoked_at", Timestamp),
     CheckConstraint("role IN ('dispatcher', 'admin')"),
 )
 
@@ -124,6 +128,8 @@ routes = Table(
     # sql/007_planning.sql: the plan it was dispatched from, and re-planning's revision.
     Column("plan_id", BigInteger, ForeignKey("plans.id")),
     Column("revision", Integer, nullable=False, server_default=text("0")),
+    # sql/009_workspace.sql: why a route ended early ('cancelled' or 'replaced').
+    Column("ended_reason", Text),
     CheckConstraint("status IN ('active', 'completed', 'cancelled')"),
     Index(
         "routes_active_by_device",
@@ -131,6 +137,7 @@ routes = Table(
         text("id DESC"),
         postgresql_where=text("status = 'active'"),
     ),
+    Index("routes_by_planned_start", text("planned_start DESC"), text("id DESC")),
 )
 
 stops = Table(
@@ -182,6 +189,7 @@ events = Table(
     Column("created_at", Timestamp, nullable=False, server_default=NOW),
     Index("events_by_route", "route_id", "id"),
     Index("events_by_device_time", "device_id", "time"),
+    Index("events_by_type", "type", text("id DESC")),
 )
 
 webhooks = Table(
