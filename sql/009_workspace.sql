@@ -16,3 +16,7 @@ ALTER TABLE devices ADD COLUMN token_issued_at timestamptz;
 
 -- The event feed reloads the latest events, optionally of one type.
 CREATE INDEX events_by_type ON events (type, id DESC);
+
+-- With TRACKER_LINK_SECRET, a stop's link token is HMAC(secret, salt): the salt is kept so a
+-- dispatcher can be shown the link again; the database alone (salt and digest) opens nothing.
+ALTER TABLE stops ADD COLUMN tracking_salt bytea CHECK (octet_length(tracking_salt) = 16);

@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import ADMIN_TOKEN, DeviceCreds, Server, add_device
+from tests.conftest import ADMIN_TOKEN, DeviceCreds, Server, ServerFactory, add_device
 from tests.integration.test_routes_api import (
     LAT,
     create_route,
@@ -397,3 +397,46 @@ async def test_cli_device_and_key_commands(server: Server, database_url: str) ->
     async with server.client(headers={"Authorization": f"Bearer {key}"}) as staff:
         assert (await staff.get("/api/v1/devices")).status_code == 401
     assert ADMIN_TOKEN not in keys.stdout
+
+
+async def test_dispatchers_see_customer_links_again_with_a_link_secret(
+    server_factory: ServerFactory,
+) -> None:
+    srv = await server_factory(link_secret="test-link-secret")
+    van = await add_device(srv)
+    async with srv.admin() as client:
+        r = await client.post(
+            "/api/v1/routes", json=route_body(van, datetime(2024, 6, 7, 8, tzinfo=UTC))
+        )
+        assert r.status_code == 201, r.text
+        made = r.json()
+        links = [s["tracking_url"] for s in made["stops"]]
+        read = (await client.get(f"/api/v1/routes/{made['id']}")).json()
+        listed = (await client.get("/api/v1/routes", params={"device": van.unique_id})).json()
+        stop = made["stops"][1]["id"]
+        again = await client.post(f"/api/v1/routes/{made['id']}/stops/{stop}/tracking")
+        after = (await client.get(f"/api/v1/routes/{made['id']}")).json()
+    async with srv.client() as client:
+        as_device = (await client.get(f"/api/v1/routes/{made['id']}", headers=van.headers)).json()
+        page = await client.get(links[0].replace(srv.settings.public_url, srv.base_url))
+    assert [s["tracking_url"] for s in read["stops"]] == links
+    assert [s["tracking_url"] for s in listed["routes"][0]["stops"]] == links
+    assert all(s["tracking_url"] is None for s in as_device["stops"])  # customers' links
+    assert page.status_code == 200
+    new_link = again.json()["tracking_url"]
+    assert new_link != links[1]
+    assert [s["tracking_url"] for s in after["stops"]] == [links[0], new_link, links[2]]
+    # Another secret cannot make the same tokens: nothing wrong is listed.
+    other = await server_factory(link_secret="another-secret")
+    async with other.admin() as client:
+        read = (await client.get(f"/api/v1/routes/{made['id']}")).json()
+    assert all(s["tracking_url"] is None for s in read["stops"])
+
+
+async def test_without_a_link_secret_links_show_only_when_made(
+    server: Server, device: DeviceCreds
+) -> None:
+    made = await create_route(server, route_body(device, datetime(2024, 6, 8, 8, tzinfo=UTC)))
+    async with server.admin() as client:
+        read = (await client.get(f"/api/v1/routes/{made['id']}")).json()
+    assert all(s["tracking_url"] is None for s in read["stops"])

@@ -19,6 +19,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tracker.api import link_keys
 from tracker.api.body import json_object
 from tracker.api.fields import (
     choice_param,
@@ -63,6 +64,7 @@ async def list_routes(request: Request) -> Response:
     rt = runtime(request)
     try:
         routes, total = await board.list_routes(rt.pool, query)
+        routes = await link_keys.with_links(rt, routes)
     except DB_ERRORS as exc:
         raise unavailable(rt) from exc
     return ORJSONResponse(

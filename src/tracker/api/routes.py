@@ -18,12 +18,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tracker.api import link_keys
 from tracker.api.body import json_object
 from tracker.api.guards import principal, require_dispatcher, runtime, unavailable
 from tracker.api.ingest import authenticate_device
 from tracker.api.responses import ApiError, ORJSONResponse
 from tracker.api.runtime import Runtime
-from tracker.api.tracking import new_tokens, with_tracking_urls
+from tracker.api.tracking import with_tracking_urls
 from tracker.core import pathcodec
 from tracker.core.model import Stop, StopStatus
 from tracker.core.timeparse import TimeFormatError, parse_time
@@ -170,7 +171,7 @@ async def create_route(request: Request) -> Response:
     else:
         path, straight_line = parse_path(data.get("path"), stops)
     # Each stop's customer tracking link: shown in this reply only, stored as a digest.
-    links, digests = new_tokens(len(stops))
+    links, digests, salts = link_keys.issue(rt.settings, len(stops))
     try:
         device = await device_store.device_by_unique_id(rt.pool, uid)
         if device is None:
@@ -178,6 +179,7 @@ async def create_route(request: Request) -> Response:
         body = await routing(rt).create(
             device, planned_start, stops, path, straight_line, datetime.now(UTC), digests
         )
+        await link_keys.keep(rt, body["id"], salts)
     except RouteInvalid as exc:
         raise _invalid(str(exc)) from exc
     except DB_ERRORS as exc:
@@ -215,6 +217,8 @@ async def get_route(request: Request) -> Response:
         raise unavailable(rt) from exc
     if body is None:
         raise ApiError(404, "not_found", f"no route {route_id}")
+    if await principal(request) is not None:  # dispatchers see the customer links
+        (body,) = await link_keys.with_links(rt, [body])
     return ORJSONResponse(body)
 
 

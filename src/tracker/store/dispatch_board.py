@@ -231,3 +231,32 @@ async def last_position(pool: asyncpg.Pool, unique_id: str) -> tuple[float, floa
         unique_id,
     )
     return None if row is None else (row["lat"], row["lon"])
+
+
+async def keep_link_salts(pool: asyncpg.Pool, route_id: int, salts: Sequence[bytes]) -> None:
+    """The salts of a new route's link tokens, in stop order."""
+    await pool.execute(
+        "UPDATE stops SET tracking_salt = v.salt "
+        "FROM unnest($2::bytea[]) WITH ORDINALITY AS v(salt, seq) "
+        "WHERE stops.route_id = $1 AND stops.seq = v.seq",
+        route_id,
+        list(salts),
+    )
+
+
+async def keep_link_salt(pool: asyncpg.Pool, stop_id: int, salt: bytes | None) -> None:
+    """A re-issued link's salt (None: the new token is random and cannot be listed)."""
+    await pool.execute("UPDATE stops SET tracking_salt = $2 WHERE id = $1", stop_id, salt)
+
+
+async def link_salts(
+    pool: asyncpg.Pool, route_ids: Sequence[int]
+) -> dict[int, tuple[bytes, bytes]]:
+    """stop id -> (salt, token digest) of the stops whose links can be made again."""
+    rows = await pool.fetch(
+        "SELECT id, tracking_salt, tracking_hash FROM stops "
+        "WHERE route_id = ANY($1::bigint[]) AND tracking_salt IS NOT NULL "
+        "AND tracking_hash IS NOT NULL",
+        list(route_ids),
+    )
+    return {r["id"]: (bytes(r["tracking_salt"]), bytes(r["tracking_hash"])) for r in rows}

@@ -162,12 +162,15 @@ stops = Table(
     # sql/003_tracking.sql: the customer link's token digest and when the stop became done.
     Column("tracking_hash", LargeBinary),
     Column("done_at", Timestamp),
+    # sql/009_workspace.sql: the salt a derived link token was made from.
+    Column("tracking_salt", LargeBinary),
     UniqueConstraint("route_id", "seq"),
     CheckConstraint("service_s >= 0"),
     CheckConstraint("radius_m > 0"),
     CheckConstraint("status IN ('pending', 'arrived', 'completed', 'failed', 'skipped')"),
     CheckConstraint("window_end IS NULL OR window_start IS NULL OR window_end >= window_start"),
     CheckConstraint("octet_length(tracking_hash) = 32"),
+    CheckConstraint("octet_length(tracking_salt) = 16"),
     Index(
         "stops_by_tracking_hash",
         "tracking_hash",
