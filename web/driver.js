@@ -12,6 +12,10 @@
  *   - network errors, 429, 5xx and anything else: pings stay; retry with exponential
  *     backoff (honouring Retry-After), and at once when the browser comes back online.
  * A retried batch whose first answer was lost is harmless: the server stores a ping once.
+ *
+ * Stop actions (arrived, delivered with proof, failed with a reason) go the same way through
+ * their own queue (driver_outbox.js); completions and failures wait TRACKER_UNDO_S there
+ * first, so a mistaken tap can be taken back before anything is sent.
  */
 (() => {
   "use strict";
@@ -26,6 +30,13 @@
   const SWEEP_MS = 15000;
   const ROUTE_REFRESH_MS = 30000;
   const MAX_NOTES = 6;
+  const SETTINGS_KEY = "tracker.driver.settings";
+  const DEFAULT_SETTINGS = {
+    far_from_stop_m: 200,
+    undo_s: 10,
+    reason_codes: ["not_home", "refused", "damaged", "no_access", "other"],
+    next_steps: ["retry_today", "pickup_point", "return_to_depot"],
+  };
   const DROP_STATUSES = new Set([400, 413, 415, 422]);
   const AUTH_STATUSES = new Set([401, 403]);
 
@@ -42,6 +53,7 @@
     sharingState: $("sharing-state"),
     lastFix: $("last-fix"),
     queueCount: $("queue-count"),
+    actionCount: $("action-count"),
     lastSent: $("last-sent"),
     sendState: $("send-state"),
     notes: $("notes"),
@@ -63,8 +75,11 @@
     backoffMs: 0,
     retryTimer: null,
     route: null,
-    routeBusy: false,
     wakeLock: null,
+    lastFix: null,
+    settings: { ...DEFAULT_SETTINGS, ...JSON.parse(localStorage.getItem(SETTINGS_KEY) || "{}") },
+    outbox: null,
+    pending: new Map(),
   };
 
   // --- the queue (IndexedDB) --------------------------------------------------------------
@@ -80,9 +95,17 @@
     db: null,
 
     async open() {
-      const req = indexedDB.open(DB_NAME, 1);
+      // Version 2 adds the stop actions' queue beside the pings'.
+      const req = indexedDB.open(DB_NAME, 2);
       req.onupgradeneeded = () => {
-        req.result.createObjectStore(STORE, { keyPath: "seq", autoIncrement: true });
+        const db = req.result;
+        if (!db.objectStoreNames.contains(STORE)) {
+          db.createObjectStore(STORE, { keyPath: "seq", autoIncrement: true });
+        }
+        const actions = window.trackerDriver.OUTBOX_STORE;
+        if (!db.objectStoreNames.contains(actions)) {
+          db.createObjectStore(actions, { keyPath: "seq", autoIncrement: true });
+        }
       };
       this.db = await request(req);
     },
@@ -277,6 +300,7 @@
     if (position.timestamp <= state.lastFixTime) return;
     state.lastFixTime = position.timestamp;
     const c = position.coords;
+    state.lastFix = { lat: c.latitude, lon: c.longitude, accuracy: c.accuracy };
     const ping = {
       time: new Date(position.timestamp).toISOString(),
       lat: c.latitude,
@@ -387,97 +411,73 @@
 
   // --- the route ------------------------------------------------------------------------------
 
-  const STATUS_LABEL = {
-    pending: "to do",
-    arrived: "arrived",
-    completed: "delivered",
-    failed: "failed",
-    skipped: "skipped",
-  };
-  const DONE = new Set(["completed", "failed", "skipped"]);
+  const DONE = window.trackerDriver.stop.DONE;
+  const SERVING = new Set(["arrived", "visited"]);
+
+  // The status a stop shows: its queued action's, else the server's.
+  function shownStatus(stop) {
+    const pending = state.pending.get(stop.id);
+    return pending ? pending.body.status : stop.status;
+  }
 
   function nextStopId(route) {
-    if (route.next_stop !== undefined && route.next_stop !== null) return route.next_stop;
     const stops = [...route.stops].sort((a, b) => a.seq - b.seq);
-    const arrived = stops.find((s) => s.status === "arrived");
-    const pending = stops.find((s) => s.status === "pending");
-    return (arrived || pending || {}).id;
+    const serving = stops.find((s) => SERVING.has(shownStatus(s)));
+    const pending = stops.find((s) => shownStatus(s) === "pending");
+    return (serving || pending || {}).id;
   }
 
-  function stopMeta(stop) {
-    if (stop.status === "failed") return stop.reason ? `Failed: ${stop.reason}` : "Failed";
-    if (stop.status === "completed" && stop.completed_at) return `Delivered ${shortTime(stop.completed_at)}`;
-    if (stop.status === "skipped") return "Skipped";
-    const parts = [];
-    if (stop.status === "arrived" && stop.arrived_at) parts.push(`Arrived ${shortTime(stop.arrived_at)}`);
-    if (stop.eta) parts.push(`ETA ${shortTime(stop.eta)}`);
-    return parts.join(" · ");
+  function formOpen() {
+    return [...el.stops.querySelectorAll("form")].some((form) => !form.hidden);
   }
 
-  function renderStop(route, stop, nextId) {
-    const li = el.stopTemplate.content.firstElementChild.cloneNode(true);
-    li.dataset.stopId = String(stop.id);
-    li.dataset.status = stop.status;
-    li.classList.add(`stop-${stop.status}`);
-    if (stop.id === nextId) {
-      li.classList.add("stop-next");
-      li.setAttribute("aria-current", "step");
-    }
-    li.querySelector(".stop-seq").textContent = String(stop.seq);
-    li.querySelector(".stop-name").textContent = stop.name || `Stop ${stop.seq}`;
-    li.querySelector(".stop-recipient").textContent = stop.recipient || "";
-    li.querySelector(".stop-status").textContent = STATUS_LABEL[stop.status] || stop.status;
-    li.querySelector(".stop-meta").textContent = stopMeta(stop);
-    const actions = li.querySelector(".stop-actions");
-    const form = li.querySelector(".fail-form");
-    if (DONE.has(stop.status) || route.status !== "active") {
-      actions.remove();
-      form.remove();
-      return li;
-    }
-    if (stop.status === "arrived") actions.querySelector(".act-arrived").remove();
-    actions.addEventListener("click", (event) => {
-      const button = event.target.closest("button");
-      if (!button || state.routeBusy) return;
-      if (button.dataset.action === "ask-failed") {
-        actions.hidden = true;
-        form.hidden = false;
-        form.querySelector(".fail-reason").focus();
-        return;
+  async function loadPending() {
+    state.pending = new Map();
+    if (!state.outbox) return;
+    try {
+      for (const action of await state.outbox.all()) {
+        // The latest action of each stop decides what it shows.
+        const known = state.pending.get(action.stopId);
+        if (!known || known.seq < action.seq) state.pending.set(action.stopId, action);
       }
-      setStopStatus(route.id, stop.id, button.dataset.status, null);
-    });
-    form.addEventListener("click", (event) => {
-      const button = event.target.closest("button");
-      if (button && button.dataset.action === "cancel-failed") {
-        form.hidden = true;
-        actions.hidden = false;
-      }
-    });
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      const reason = form.querySelector(".fail-reason").value.trim();
-      if (!reason) return;
-      setStopStatus(route.id, stop.id, "failed", reason);
-    });
-    return li;
+    } catch (err) {
+      note(`Could not read the local queue: ${err}`, "error");
+    }
+    el.actionCount.textContent = String(state.pending.size);
   }
 
-  function renderRoute(route) {
+  function renderRoute(route, force) {
     state.route = route;
+    // Never throw away a form the driver is filling in (a signature, a photo).
+    if (formOpen() && !force) return;
     el.stops.replaceChildren();
     if (!route) {
       el.routeState.textContent = "No active route.";
       return;
     }
     const stops = [...route.stops].sort((a, b) => a.seq - b.seq);
-    const done = stops.filter((s) => DONE.has(s.status)).length;
+    const done = stops.filter((s) => DONE.has(shownStatus(s))).length;
     let summary = `Route ${route.id}: ${done} of ${stops.length} stops done`;
     if (route.status !== "active") summary += ` (${route.status})`;
     if (route.off_route) summary += " · off the planned route";
     el.routeState.textContent = summary;
     const nextId = nextStopId(route);
-    for (const stop of stops) el.stops.append(renderStop(route, stop, nextId));
+    for (const stop of stops) {
+      el.stops.append(window.trackerDriver.stop.render({
+        route,
+        stop,
+        nextId,
+        pending: state.pending.get(stop.id) || null,
+        settings: state.settings,
+        lastFix: () => state.lastFix,
+        on: { arrived: markArrived, report: queueReport, undo: undoAction },
+      }));
+    }
+  }
+
+  async function rerender() {
+    await loadPending();
+    renderRoute(state.route, true);
   }
 
   // The route on screen once it is no longer active (just completed, or cancelled), so the
@@ -511,6 +511,7 @@
       if (!state.route) el.routeState.textContent = "Offline: the route will load when back online.";
       return;
     }
+    await loadPending();
     if (res.ok) {
       renderRoute(await res.json());
     } else if (res.status === 404) {
@@ -522,35 +523,110 @@
     }
   }
 
-  async function setStopStatus(routeId, stopId, status, reason) {
-    state.routeBusy = true;
-    el.stops.classList.add("busy");
+  async function loadSettings() {
     try {
-      const body = { status };
-      if (reason) body.reason = reason;
-      let res;
-      try {
-        res = await fetch(`/api/v1/routes/${routeId}/stops/${stopId}`, {
-          method: "PATCH",
-          headers: authHeaders({ "Content-Type": "application/json" }),
-          body: JSON.stringify(body),
-          cache: "no-store",
-          credentials: "omit",
-        });
-      } catch (err) {
-        note("Offline: the stop was not updated; try again when back online.", "warn");
-        return;
-      }
-      if (res.ok) {
-        renderRoute(await res.json());
-        return;
-      }
-      note(`Stop not updated: ${await errorMessage(res)}`, "warn");
-      if (res.status === 409 || res.status === 404) await loadRoute();
-    } finally {
-      state.routeBusy = false;
-      el.stops.classList.remove("busy");
+      const res = await fetch("/api/v1/driver/settings", {
+        headers: authHeaders(),
+        cache: "no-store",
+        credentials: "omit",
+      });
+      if (!res.ok) return;
+      state.settings = { ...DEFAULT_SETTINGS, ...(await res.json()) };
+      localStorage.setItem(SETTINGS_KEY, JSON.stringify(state.settings));
+    } catch (err) {
+      // Offline: the last known settings (or the defaults) serve.
     }
+  }
+
+  function newId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  async function markArrived(route, stop) {
+    await state.outbox.add({
+      kind: "status", routeId: route.id, stopId: stop.id, body: { status: "arrived" }, due: 0,
+    });
+    await rerender();
+  }
+
+  // A completion or failure: queued with the tap's time and place, held for the undo window.
+  async function queueReport(route, stop, body, replacing) {
+    const fix = state.lastFix;
+    const action = {
+      kind: "report",
+      routeId: route.id,
+      stopId: stop.id,
+      due: Date.now() + state.settings.undo_s * 1000,
+      body: {
+        client_id: newId(),
+        time: new Date().toISOString(),
+        location: fix ? { lat: fix.lat, lon: fix.lon, accuracy: fix.accuracy || undefined } : null,
+        ...body,
+      },
+    };
+    if (replacing && replacing.attention) {
+      // The server asked for more: send the corrected report at once.
+      action.due = 0;
+      await state.outbox.replace(replacing.seq, action);
+    } else {
+      await state.outbox.add(action);
+    }
+    await rerender();
+  }
+
+  async function undoAction(action) {
+    await state.outbox.remove(action.seq);
+    note(action.attention ? "Discarded the stop update." : "Undone: nothing was sent.", "info");
+    await rerender();
+  }
+
+  // The countdowns of held-back actions, without re-rendering (a form may be open).
+  function tickCountdowns() {
+    for (const [stopId, action] of state.pending) {
+      if (action.attention || !action.due) continue;
+      const item = el.stops.querySelector(`li[data-stop-id="${stopId}"] .stop-sync`);
+      if (!item) continue;
+      const left = Math.ceil((action.due - Date.now()) / 1000);
+      const text = item.querySelector(".sync-text");
+      const undo = item.querySelector(".undo");
+      if (left > 0) {
+        text.textContent = `Sending in ${left} s`;
+      } else {
+        text.textContent = "Waiting to send (kept on this phone)";
+        undo.hidden = true;
+      }
+    }
+  }
+
+  function makeOutbox(db) {
+    return window.trackerDriver.outbox(db, {
+      ready: () => Boolean(state.token) && !state.authRefused,
+      headers: authHeaders,
+      onChange: () => {},
+      onDone: async (action, route) => {
+        await loadPending();
+        if (route) renderRoute(route);
+      },
+      onRefused: async (action, message) => {
+        note(`Stop not updated: ${message}`, "warn");
+        await loadPending();
+        await loadRoute();
+      },
+      onAttention: async (action, body) => {
+        note(`Stop ${action.stopId}: ${body.message}`, "warn");
+        await rerender();
+      },
+      onAuth: (message) => {
+        state.authRefused = true;
+        showSignin(`The server refused this device (${message}). Stop updates are kept; sign in again.`);
+      },
+      onError: (err) => note(`Could not read the local queue: ${err}`, "error"),
+    });
   }
 
   // --- signing in and out ---------------------------------------------------------------------
@@ -587,6 +663,8 @@
     resumeSharing();
     showQueueCount();
     retryNow();
+    loadSettings();
+    state.outbox.resume();
   }
 
   async function signIn(token) {
@@ -610,6 +688,8 @@
           return;
         }
         await queue.clear();
+        await state.outbox.clear();
+        state.pending = new Map();
       }
       state.token = token;
       state.authRefused = false;
@@ -626,8 +706,13 @@
     if (waiting > 0 && !window.confirm(`${waiting} location(s) are not sent yet and will be discarded. Sign out anyway?`)) {
       return;
     }
+    if (state.pending.size > 0 && !window.confirm(`${state.pending.size} stop update(s) are not sent yet and will be discarded. Sign out anyway?`)) {
+      return;
+    }
     stopSharing();
     await queue.clear();
+    await state.outbox.clear();
+    state.pending = new Map();
     localStorage.removeItem(TOKEN_KEY);
     state.token = null;
     state.route = null;
@@ -654,13 +739,21 @@
       note(`This browser cannot keep locations while offline: ${err}`, "error");
       return;
     }
-    window.addEventListener("online", () => { showNet(); retryNow(); loadRoute(); });
+    state.outbox = makeOutbox(queue.db);
+    await loadPending();
+    window.addEventListener("online", () => {
+      showNet();
+      retryNow();
+      state.outbox.resume();
+      loadRoute();
+    });
     window.addEventListener("offline", showNet);
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible") {
         if (state.watchId !== null) keepScreenOn();
         resumeSharing();
         retryNow();
+        state.outbox.resume();
         loadRoute();
       }
     });
@@ -678,7 +771,9 @@
       if (token) signIn(token);
     });
     setInterval(flush, SWEEP_MS);
-    setInterval(() => { if (!state.routeBusy) loadRoute(); }, ROUTE_REFRESH_MS);
+    setInterval(() => state.outbox.flush(), SWEEP_MS);
+    setInterval(tickCountdowns, 500);
+    setInterval(() => { if (!formOpen()) loadRoute(); }, ROUTE_REFRESH_MS);
 
     const linked = tokenFromLink();
     if (linked) {

@@ -186,6 +186,8 @@
     showDestination(state.destination);
     showVehicle(done ? null : state.vehicle, state.destination);
     renderTimeline(state.phase);
+    // The doorstep part of the page (track_doorstep.js) follows the phase.
+    document.dispatchEvent(new CustomEvent("tracking:state", { detail: state }));
     if (done && socket) {
       // Nothing more will come for a finished delivery.
       const finished = socket;

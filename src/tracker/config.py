@@ -17,6 +17,8 @@ from typing import Any, get_type_hints
 
 from limits import parse_many
 
+from tracker.core.destinations import check_networks
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tracker"
 DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 DEFAULT_TILE_ATTRIBUTION = "&copy; OpenStreetMap contributors"
@@ -87,7 +89,10 @@ class Settings:
         100.0, "TRACKER_MAX_SPEED_MPS", "implausible-jump filter between consecutive fixes"
     )
     auth_cache_s: float = _setting(
-        5.0, "TRACKER_AUTH_CACHE_S", "how long an instance caches a token lookup"
+        3600.0,
+        "TRACKER_AUTH_CACHE_S",
+        "longest an instance trusts a cached token lookup (changes made through the server "
+        "reach every instance at once); 0 = no cache",
     )
     db_pool_size: int = _setting(
         8, "TRACKER_DB_POOL_SIZE", "database connections per worker process", minimum=1
@@ -228,6 +233,88 @@ class Settings:
         "TRACKER_GEOCODER_COUNTRIES",
         "ISO codes the geocoder searches in (`ad,fr`); unset = all",
     )
+    # The doorstep (proof of delivery, customer messages): upload limits, what a failed
+    # delivery may lead to, and the e-mail (SMTP) and SMS (Twilio-style HTTP API) channels.
+    proof_max_bytes: int = _setting(
+        3 * 1024 * 1024, "TRACKER_PROOF_MAX_BYTES", "largest photo or signature upload", minimum=1
+    )
+    proof_max_pixels: int = _setting(
+        40_000_000, "TRACKER_PROOF_MAX_PIXELS", "largest proof image (width × height)", minimum=1
+    )
+    proof_retention_days: float = _setting(
+        0.0,
+        "TRACKER_PROOF_RETENTION_DAYS",
+        "proof photos and signatures older than this are deleted; 0 = TRACKER_RETENTION_DAYS",
+    )
+    far_from_stop_m: float = _setting(
+        200.0,
+        "TRACKER_FAR_FROM_STOP_M",
+        "completing or failing farther than this from the stop needs a stated reason",
+    )
+    undo_s: float = _setting(
+        10.0, "TRACKER_UNDO_S", "how long the driver page holds a completion or failure for undo"
+    )
+    failed_next_steps: str = _setting(
+        "retry_today,pickup_point,return_to_depot",
+        "TRACKER_FAILED_NEXT_STEPS",
+        "next steps a driver may choose after a failed delivery (comma-separated)",
+        check=lambda v: _subset(v, ("retry_today", "pickup_point", "return_to_depot")),
+    )
+    company_name: str = _setting(
+        "tracker", "TRACKER_COMPANY_NAME", "the sender's name in customer messages"
+    )
+    message_language: str = _setting(
+        "en", "TRACKER_MESSAGE_LANGUAGE", "language of customer messages when a stop names none"
+    )
+    message_timezone: str = _setting(
+        "UTC", "TRACKER_MESSAGE_TIMEZONE", "time zone of message times and quiet hours"
+    )
+    message_quiet_hours: str = _setting(
+        "",
+        "TRACKER_MESSAGE_QUIET_HOURS",
+        "e.g. `21:00-08:00`: messages wait until it ends (arriving-soon ones are dropped)",
+        check=lambda v: _quiet_hours(v),
+    )
+    message_poll_s: float = _setting(
+        1.0, "TRACKER_MESSAGE_POLL_S", "how often an instance looks for due customer messages"
+    )
+    message_retry_base_s: float = _setting(
+        30.0, "TRACKER_MESSAGE_RETRY_BASE_S", "first message retry delay (doubles, with jitter)"
+    )
+    message_retry_max_s: float = _setting(
+        3600.0, "TRACKER_MESSAGE_RETRY_MAX_S", "longest message retry delay"
+    )
+    message_max_attempts: int = _setting(
+        8, "TRACKER_MESSAGE_MAX_ATTEMPTS", "message attempts before giving up", minimum=1
+    )
+    smtp_host: str | None = _setting(
+        None, "TRACKER_SMTP_HOST", "SMTP server for customer e-mail; unset = no e-mail"
+    )
+    smtp_port: int = _setting(587, "TRACKER_SMTP_PORT", "SMTP port", minimum=1)
+    smtp_username: str | None = _setting(None, "TRACKER_SMTP_USERNAME", "SMTP login")
+    smtp_password: str | None = _setting(None, "TRACKER_SMTP_PASSWORD", "SMTP password")
+    smtp_tls: str = _setting(
+        "starttls",
+        "TRACKER_SMTP_TLS",
+        "`starttls`, `tls` (implicit, port 465) or `off`",
+        check=lambda v: _choice(v, ("starttls", "tls", "off")),
+    )
+    smtp_from: str = _setting(
+        "tracker@localhost", "TRACKER_SMTP_FROM", "From address of customer e-mail"
+    )
+    sms_url: str | None = _setting(
+        None,
+        "TRACKER_SMS_URL",
+        "SMS provider's Messages endpoint (Twilio's shape); unset = no SMS",
+    )
+    sms_account: str | None = _setting(
+        None, "TRACKER_SMS_ACCOUNT", "SMS API account (HTTP basic user, e.g. Twilio SID)"
+    )
+    sms_token: str | None = _setting(None, "TRACKER_SMS_TOKEN", "SMS API secret (basic password)")
+    sms_from: str = _setting("", "TRACKER_SMS_FROM", "SMS sender number or name")
+    message_timeout_s: float = _setting(
+        10.0, "TRACKER_MESSAGE_TIMEOUT_S", "SMTP and SMS API timeout", minimum=0.001
+    )
     # Operations: logs, metrics, retention, limits.
     log_format: str = _setting(
         "json",
@@ -279,6 +366,33 @@ class Settings:
         "derives customer tracking links so dispatchers can list them on a route; unset: "
         "a link is shown only when it is made",
     )
+    # Hardening (issue 15, harden-a): webhook destinations, token caches, slow bodies.
+    webhook_allow_cidrs: str = _setting(
+        "",
+        "TRACKER_WEBHOOK_ALLOW_CIDRS",
+        "networks webhooks may reach although not public (CIDRs, comma-separated, e.g. "
+        "`10.0.0.0/8`); unset = public addresses only",
+        check=check_networks,
+    )
+    auth_cache_size: int = _setting(
+        120_000,
+        "TRACKER_AUTH_CACHE_SIZE",
+        "token lookups an instance keeps (device tokens, keys, sessions; least recently used "
+        "go first)",
+        minimum=1,
+    )
+    body_timeout_s: float = _setting(
+        30.0,
+        "TRACKER_BODY_TIMEOUT_S",
+        "a request body must arrive within this many seconds of its headers (408 beyond)",
+        minimum=0.001,
+    )
+    max_anonymous_bodies: int = _setting(
+        64,
+        "TRACKER_MAX_ANONYMOUS_BODIES",
+        "request bodies read at once per process before the caller is authenticated (503 beyond)",
+        minimum=1,
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -313,6 +427,21 @@ def _choice(value: str, allowed: tuple[str, ...]) -> str:
     if value.lower() not in allowed:
         raise ValueError(f"expected one of {', '.join(allowed)}")
     return value.lower()
+
+
+def _subset(value: str, allowed: tuple[str, ...]) -> str:
+    items = [v.strip().lower() for v in value.split(",") if v.strip()]
+    wrong = [v for v in items if v not in allowed]
+    if wrong:
+        raise ValueError(f"expected some of {', '.join(allowed)}")
+    return ",".join(items)
+
+
+def _quiet_hours(value: str) -> str:
+    from tracker.core.notices import parse_quiet_hours
+
+    parse_quiet_hours(value)
+    return value
 
 
 def _parse(f: dataclasses.Field[Any], kind: Any, raw: str) -> Any:

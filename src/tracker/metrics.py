@@ -172,6 +172,12 @@ WEBHOOK_DELIVERIES = Counter(
     "Webhook delivery attempts by outcome (delivered, retry, failed, cancelled)",
     ["outcome"],
 )
+MESSAGES = Counter(
+    "tracker_messages",
+    "Customer message attempts by channel (email, sms) and outcome "
+    "(sent, retry, failed, suppressed, cancelled)",
+    ["channel", "outcome"],
+)
 
 # -- exposition --------------------------------------------------------------------------
 

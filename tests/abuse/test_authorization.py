@@ -12,6 +12,7 @@ matrix does not list, so a new endpoint cannot ship without deciding who may use
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -98,6 +99,9 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("GET", "/api/v1/vehicles/{vehicle_id}"): STAFF,
     ("PATCH", "/api/v1/vehicles/{vehicle_id}"): STAFF,
     ("DELETE", "/api/v1/vehicles/{vehicle_id}"): (401, 401, 401, 401, 204, 204),
+    ("GET", "/api/v1/sessions"): STAFF,
+    # A session of the caller's own (the admin may end any): opened for each request.
+    ("DELETE", "/api/v1/sessions/{session_id}"): (401, 401, 401, 401, 204, 204),
     ("GET", "/"): PUBLIC,
     ("GET", "/map"): PUBLIC,
     ("GET", "/driver"): PUBLIC,
@@ -116,6 +120,31 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("POST", "/api/v1/replan/insert"): (401, 401, 401, 401, 404, 404),
     ("POST", "/api/v1/replan/reoptimise"): (401, 401, 401, 401, 404, 404),
     ("POST", "/api/v1/replan/move"): (401, 401, 401, 401, 404, 404),
+    # The doorstep (issue 16). Reports go to the spare stop; the customer's link calls use a
+    # fresh delivery of their own each time (see `fresh_link`), so no cell changes another.
+    ("POST", "/api/v1/routes/{route_id}/stops/{stop_id}/report"): (401, 200, 403, 401, 200, 200),
+    ("GET", "/api/v1/proofs/{proof_id}"): STAFF,
+    ("GET", "/api/v1/driver/settings"): (401, 200, 200, 401, 200, 200),
+    ("GET", "/t/{token}/details"): (404, 404, 404, 200, 404, 404),
+    ("POST", "/t/{token}/instructions"): (404, 404, 404, 200, 404, 404),
+    ("POST", "/t/{token}/reschedule"): (404, 404, 404, 201, 404, 404),
+    ("POST", "/t/{token}/rating"): (404, 404, 404, 201, 404, 404),
+    ("POST", "/t/{token}/messages"): (404, 404, 404, 200, 404, 404),
+    ("GET", "/t/{token}/proofs/{proof_id}"): (404, 404, 404, 200, 404, 404),
+    ("GET", "/api/v1/messages"): STAFF,
+    ("GET", "/api/v1/message-templates"): STAFF,
+    ("PUT", "/api/v1/message-templates/{kind}/{channel}/{language}"): STAFF,
+    ("DELETE", "/api/v1/message-templates/{kind}/{channel}/{language}"): (
+        401,
+        401,
+        401,
+        401,
+        204,
+        204,
+    ),
+    ("GET", "/api/v1/reschedules"): STAFF,
+    ("POST", "/api/v1/reschedules/{request_id}"): STAFF,
+    ("GET", "/api/v1/ratings"): STAFF,
     ("WS", "/ws/dispatch"): (401, 401, 401, 401, ACCEPTED, ACCEPTED),
     ("WS", "/ws/track/{token}"): (404, 404, 404, ACCEPTED, 404, 404),
 }
@@ -199,9 +228,30 @@ async def sign_in(fleet: Fleet, token: str | None) -> Call:
     return Call("POST", "/api/v1/session", json={"token": token or ""})
 
 
+async def session_cookie(fleet: Fleet, token: str) -> str:
+    """The cookie a sign-in with `token` gives; the token itself for callers it does not
+    sign in (which then proves a raw credential in the cookie opens nothing)."""
+    async with httpx.AsyncClient(base_url=fleet.server.base_url, timeout=30.0) as client:
+        r = await client.post("/api/v1/session", json={"token": token})
+    if r.status_code != 200:
+        return token
+    return str(r.cookies[SESSION_COOKIE])
+
+
 async def session(fleet: Fleet, token: str | None) -> Call:
-    cookie = {"Cookie": f"{SESSION_COOKIE}={token}"} if token else {}
+    cookie = {"Cookie": f"{SESSION_COOKIE}={await session_cookie(fleet, token)}"} if token else {}
     return Call("GET", "/api/v1/session", cookie)
+
+
+async def end_fresh_session(fleet: Fleet, token: str | None) -> Call:
+    """Ending needs a session of the caller's own that still exists: one per request."""
+    opened = await session_cookie(fleet, token) if token else None
+    session_id = 999_999
+    if opened is not None and opened != token:
+        async with httpx.AsyncClient(base_url=fleet.server.base_url, timeout=30.0) as client:
+            r = await client.get("/api/v1/sessions", headers=bearer(token))
+        session_id = next(s["id"] for s in r.json()["sessions"])
+    return Call("DELETE", f"/api/v1/sessions/{session_id}", bearer(token))
 
 
 async def delete_fresh_webhook(fleet: Fleet, token: str | None) -> Call:
@@ -316,6 +366,101 @@ async def revoke_fresh_key(fleet: Fleet, token: str | None) -> Call:
 
 HOOK = {"url": HOOK_URL, "events": ["stop.completed"]}
 
+# -- the doorstep's builders -------------------------------------------------------------------
+
+PIXEL_PNG = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8Dw"
+    "HwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+)
+WINDOW = {"window_start": "2026-12-05T09:00:00Z", "window_end": "2026-12-05T11:00:00Z"}
+
+
+def report_body(fleet: Fleet, photo: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "client_id": str(uuid.uuid4()),
+        "status": "completed",
+        "time": now(),
+        # At the spare stop (route_body's second), so no far-away reason is needed.
+        "location": {"lat": 48.139, "lon": 11.580},
+    }
+    if photo:
+        body["proof"] = {"photo": PIXEL_PNG}
+    return body
+
+
+async def report_spare(fleet: Fleet, token: str | None) -> Call:
+    return Call(
+        "POST",
+        f"/api/v1/routes/{fleet.route_id}/stops/{fleet.spare_stop_id}/report",
+        bearer(token),
+        json=report_body(fleet),
+    )
+
+
+async def fresh_delivery(fleet: Fleet, delivered: bool = False) -> tuple[str, int | None]:
+    """A new route of the owner's (one stop with reschedule options): its link, and when
+    `delivered`, the proof id of the photo its completion carried."""
+    body = route_body(OWNER_ID)
+    body["stops"][1]["reschedule_windows"] = [WINDOW]
+    async with fleet.server.admin() as client:
+        r = await client.post("/api/v1/routes", json=body)
+        assert r.status_code == 201, r.text
+        route = r.json()
+        stop = route["stops"][1]
+        link = stop["tracking_url"].rsplit("/", 1)[1]
+        if not delivered:
+            return link, None
+        r = await client.post(
+            f"/api/v1/routes/{route['id']}/stops/{stop['id']}/report",
+            json=report_body(fleet, photo=True),
+        )
+        assert r.status_code == 200, r.text
+        proofs = r.json()["stops"][1]["outcome"]["proofs"]
+    return link, int(proofs[0]["id"])
+
+
+def fresh_link(method: str, suffix: str, body: Any = None, delivered: bool = False) -> Builder:
+    """The customer's calls: with a fresh delivery's link for the customer, the caller's own
+    credential in the path for everyone else."""
+
+    async def build(fleet: Fleet, token: str | None) -> Call:
+        link, proof_id = await fresh_delivery(fleet, delivered)
+        if token != fleet.tracking_token:
+            link = token or tokens.new_token()
+        path = suffix.format(proof_id=proof_id or 1)
+        return Call(method, f"/t/{link}/{path}", json=body)
+
+    return build
+
+
+async def proof_for_staff(fleet: Fleet, token: str | None) -> Call:
+    _, proof_id = await fresh_delivery(fleet, delivered=True)
+    return Call("GET", f"/api/v1/proofs/{proof_id}", bearer(token))
+
+
+TEMPLATE_PATH = "/api/v1/message-templates/delivered/sms/en"
+
+
+async def delete_fresh_template(fleet: Fleet, token: str | None) -> Call:
+    async with fleet.server.admin() as client:
+        r = await client.put(TEMPLATE_PATH, json={"body": "Delivered at $time."})
+    assert r.status_code == 200, r.text
+    return Call("DELETE", TEMPLATE_PATH, bearer(token))
+
+
+async def decide_fresh_request(fleet: Fleet, token: str | None) -> Call:
+    link, _ = await fresh_delivery(fleet)
+    async with fleet.server.client() as client:
+        r = await client.post(f"/t/{link}/reschedule", json={"window": 0})
+        assert r.status_code == 201, r.text
+    async with fleet.server.admin() as client:
+        pending = (await client.get("/api/v1/reschedules?status=pending")).json()["requests"]
+    request_id = max(q["id"] for q in pending)
+    return Call(
+        "POST", f"/api/v1/reschedules/{request_id}", bearer(token), json={"decision": "decline"}
+    )
+
+
 BUILDERS: dict[tuple[str, str], Builder] = {
     ("GET", "/healthz"): with_bearer("GET", "/healthz"),
     ("GET", "/readyz"): with_bearer("GET", "/readyz"),
@@ -396,6 +541,8 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("GET", "/api/v1/vehicles/{vehicle_id}"): on_fresh("vehicles", NEW_VEHICLE, "GET"),
     ("PATCH", "/api/v1/vehicles/{vehicle_id}"): on_fresh("vehicles", NEW_VEHICLE, "PATCH"),
     ("DELETE", "/api/v1/vehicles/{vehicle_id}"): on_fresh("vehicles", NEW_VEHICLE, "DELETE"),
+    ("GET", "/api/v1/sessions"): with_bearer("GET", "/api/v1/sessions"),
+    ("DELETE", "/api/v1/sessions/{session_id}"): end_fresh_session,
     ("GET", "/"): with_bearer("GET", "/"),
     ("GET", "/map"): with_bearer("GET", "/map"),
     ("GET", "/driver"): with_bearer("GET", "/driver"),
@@ -412,6 +559,26 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("GET", "/static/vendor/leaflet/{path}"): with_bearer(
         "GET", "/static/vendor/leaflet/leaflet.js"
     ),
+    ("POST", "/api/v1/routes/{route_id}/stops/{stop_id}/report"): report_spare,
+    ("GET", "/api/v1/proofs/{proof_id}"): proof_for_staff,
+    ("GET", "/api/v1/driver/settings"): with_bearer("GET", "/api/v1/driver/settings"),
+    ("GET", "/t/{token}/details"): fresh_link("GET", "details"),
+    ("POST", "/t/{token}/instructions"): fresh_link(
+        "POST", "instructions", {"instructions": "Back door", "safe_place": "Garage"}
+    ),
+    ("POST", "/t/{token}/reschedule"): fresh_link("POST", "reschedule", {"window": 0}),
+    ("POST", "/t/{token}/rating"): fresh_link("POST", "rating", {"stars": 5}, delivered=True),
+    ("POST", "/t/{token}/messages"): fresh_link("POST", "messages", {"opt_out": True}),
+    ("GET", "/t/{token}/proofs/{proof_id}"): fresh_link("GET", "proofs/{proof_id}", delivered=True),
+    ("GET", "/api/v1/messages"): with_bearer("GET", "/api/v1/messages"),
+    ("GET", "/api/v1/message-templates"): with_bearer("GET", "/api/v1/message-templates"),
+    ("PUT", "/api/v1/message-templates/{kind}/{channel}/{language}"): with_bearer(
+        "PUT", TEMPLATE_PATH, {"body": "Delivered at $time."}
+    ),
+    ("DELETE", "/api/v1/message-templates/{kind}/{channel}/{language}"): delete_fresh_template,
+    ("GET", "/api/v1/reschedules"): with_bearer("GET", "/api/v1/reschedules"),
+    ("POST", "/api/v1/reschedules/{request_id}"): decide_fresh_request,
+    ("GET", "/api/v1/ratings"): with_bearer("GET", "/api/v1/ratings"),
 }
 
 
@@ -472,21 +639,25 @@ async def test_staff_credentials_work_in_every_place_and_only_theirs(
     fleet: Fleet, place: str
 ) -> None:
     """Dispatcher and admin credentials are read from the header, `?token=` and the session
-    cookie alike; a device token or tracking token in any of them opens nothing."""
+    cookie (of a session they signed in) alike; a device token or tracking token in any of
+    them opens nothing, nor does any token put in the cookie as it is."""
 
-    def sent(token: str) -> dict[str, Any]:
+    async def sent(token: str) -> dict[str, Any]:
         if place == "bearer":
             return {"headers": {"Authorization": f"Bearer {token}"}}
         if place == "query":
             return {"params": {"token": token}}
-        return {"headers": {"Cookie": f"{SESSION_COOKIE}={token}"}}
+        return {"headers": {"Cookie": f"{SESSION_COOKIE}={await session_cookie(fleet, token)}"}}
 
     async with httpx.AsyncClient(base_url=fleet.server.base_url, timeout=30.0) as client:
         for caller in CALLERS[1:]:
             token = secret(fleet, caller)
             assert token is not None
-            devices = await client.get("/api/v1/devices", **sent(token))
-            create = await client.post("/api/v1/devices", json=new_device(), **sent(token))
+            devices = await client.get("/api/v1/devices", **await sent(token))
+            create = await client.post("/api/v1/devices", json=new_device(), **await sent(token))
+            if place == "cookie":
+                raw = {"Cookie": f"{SESSION_COOKIE}={token}"}
+                assert (await client.get("/api/v1/devices", headers=raw)).status_code == 401
             if caller in ("dispatcher", "admin"):
                 assert devices.status_code == 200
                 assert create.status_code == (201 if caller == "admin" else 403)

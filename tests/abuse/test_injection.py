@@ -173,6 +173,12 @@ def defaults(fleet: Fleet) -> dict[str, str]:
         "vehicle_id": str(fleet.vehicle_id),
         "token": fleet.tracking_token,
         "path": "map.js",
+        # The doorstep's (issue 16).
+        "proof_id": "1",
+        "request_id": "1",
+        "kind": "delivered",
+        "channel": "sms",
+        "language": "en",
     }
 
 

@@ -381,25 +381,35 @@ async def test_the_stop_list_and_its_buttons(
 
     await stop_item(page, first).get_by_role("button", name="Arrived").click()
     await expect(stop_item(page, first).locator(".stop-status")).to_have_text("arrived")
+    await expect(stop_item(page, first).locator(".stop-sync")).to_be_hidden(timeout=10_000)
     assert (await read_route(server, route["id"]))["stops"][0]["status"] == "arrived"
     await expect(stop_item(page, first).get_by_role("button", name="Arrived")).to_have_count(0)
 
+    # Delivered (no proof asked for, no position known): shown at once, sent after the undo
+    # window (TRACKER_UNDO_S), which an Undo button offers meanwhile.
     await stop_item(page, first).get_by_role("button", name="Delivered").click()
     await expect(stop_item(page, first).locator(".stop-status")).to_have_text("delivered")
     await expect(stop_item(page, second)).to_have_class("stop stop-pending stop-next")
+    await expect(stop_item(page, first).locator("button")).to_have_text(["Undo"])
+    await expect(stop_item(page, first).locator(".stop-sync")).to_be_hidden(timeout=20_000)
     await expect(stop_item(page, first).locator("button")).to_have_count(0)
+    assert (await read_route(server, route["id"]))["stops"][0]["status"] == "completed"
 
     item = stop_item(page, second)
     await item.get_by_role("button", name="Failed…").click()
     await expect(item.locator(".fail-form")).to_be_visible()
     await item.get_by_role("button", name="Mark failed").click()  # no reason: not sent
+    await expect(item.locator(".fail-form .form-error")).to_have_text("Choose why it failed.")
     await expect(item.locator(".stop-status")).to_have_text("to do")
-    await item.locator(".fail-reason").fill("Nobody home, card left")
+    await item.get_by_label("Not home").check()
+    await item.locator(".fail-reason").fill("card left")
     await item.get_by_role("button", name="Mark failed").click()
     await expect(item.locator(".stop-status")).to_have_text("failed")
-    await expect(item.locator(".stop-meta")).to_have_text("Failed: Nobody home, card left")
+    await expect(item.locator(".stop-meta")).to_have_text("Failed: Not home")
+    await expect(item.locator(".stop-sync")).to_be_hidden(timeout=20_000)
     stored = (await read_route(server, route["id"]))["stops"][1]
-    assert (stored["status"], stored["reason"]) == ("failed", "Nobody home, card left")
+    assert (stored["status"], stored["reason"]) == ("failed", "not home: card left")
+    assert stored["outcome"]["next_step"] == "retry_today"
     await expect(stop_item(page, third)).to_have_class("stop stop-pending stop-next")
 
     # The dispatcher closes the last stop meanwhile: the driver's stale button gets a 409.

@@ -182,7 +182,10 @@ async def test_session_cookie_signs_in_once_and_out(server: Server, db: asyncpg.
         r = await client.post("/api/v1/session", json={"token": key})
         assert r.status_code == 200 and r.json() == {"role": "dispatcher"}
         cookie = r.headers["set-cookie"]
-        assert cookie.startswith(f"tracker_session={key};")
+        # The cookie holds a session's random id, never the key itself.
+        session_id = client.cookies["tracker_session"]
+        assert cookie.startswith(f"tracker_session={session_id};")
+        assert key not in cookie and len(session_id) >= 43
         lowered = cookie.lower()
         assert "httponly" in lowered and "samesite=strict" in lowered and "path=/" in lowered
         # The client kept the cookie: the session answers without any token.
@@ -191,7 +194,7 @@ async def test_session_cookie_signs_in_once_and_out(server: Server, db: asyncpg.
         devices = await client.get("/api/v1/devices")
         assert devices.status_code == 200
 
-        cookie_header = {"Cookie": f"tracker_session={key}"}
+        cookie_header = {"Cookie": f"tracker_session={session_id}"}
         async with connect(dispatch_url(server, None), additional_headers=cookie_header) as ws:
             assert (await receive(ws))["type"] == "snapshot"
         # Another site's page cannot use the cookie (SameSite aside, the Origin tells).

@@ -57,6 +57,19 @@ STOP_KEYS = {
     "arrived_at",
     "completed_at",
     "reason",
+    # The doorstep (issue 16): contact, hand-over and proof details, the customer's own.
+    "address",
+    "phone",
+    "email",
+    "notes",
+    "language",
+    "parcels",
+    "proof_required",
+    "reschedule_windows",
+    "pickup_points",
+    "instructions",
+    "safe_place",
+    "outcome",
 }
 
 

@@ -19,11 +19,13 @@ from tracker import logs, metrics
 from tracker.api import (
     clients,
     devices,
+    doorstep,
     ingest,
     live,
     openapi,
     osmand_listener,
     pages,
+    sessions,
     throttle,
     tracking,
     webhooks,
@@ -37,6 +39,7 @@ from tracker.api.orders_routes import ROUTES as ORDER_ROUTES
 from tracker.api.paths import IdConvertor  # noqa: F401 (registers {name:id}, {name:any})
 from tracker.api.responses import ApiError, ORJSONResponse, api_error_handler, error_response
 from tracker.api.runtime import Runtime
+from tracker.api.slowbody import has_body
 from tracker.config import Settings
 from tracker.store.db import DB_ERRORS
 
@@ -119,12 +122,11 @@ def routes() -> list[BaseRoute]:
             webhooks.list_deliveries,
             methods=["GET"],
         ),
+        *doorstep.ROUTES,  # before /t/{token:any}: it has /t/{token}/details and more
         # Anything below /t/ is taken as a link: every wrong one gets the same 404 page.
         Route("/t/{token:any}", tracking.tracking_page, methods=["GET"]),
         WebSocketRoute("/ws/track/{token}", tracking.track_feed),
-        Route("/api/v1/session", live.create_session, methods=["POST"]),
-        Route("/api/v1/session", live.read_session, methods=["GET"]),
-        Route("/api/v1/session", live.delete_session, methods=["DELETE"]),
+        *sessions.ROUTES,
         WebSocketRoute("/ws/dispatch", live.dispatch_feed),
         *workspace.ROUTES,
         *ORDER_ROUTES,  # orders, depots, vehicles
@@ -147,10 +149,19 @@ class TrackerApp(Starlette):
         self._requests = logs.RequestContext(self._route, access_log, SECRET_PATHS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if ingest.is_native_ingest(scope):
-            await self._native_ingest(scope, receive, send)
-            return
-        await self._requests(scope, receive, send)
+        guarded = None
+        if scope["type"] == "http" and has_body(scope):
+            # Every body under a deadline; an anonymous caller's under a bound (slowbody).
+            guarded = self.state.runtime.bodies.wrap(scope, receive)
+            receive = guarded
+        try:
+            if ingest.is_native_ingest(scope):
+                await self._native_ingest(scope, receive, send)
+                return
+            await self._requests(scope, receive, send)
+        finally:
+            if guarded is not None:
+                guarded.release()
 
     async def _native_ingest(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The hot path does inline what `RequestContext` and `_route` do: wrapping its `send`

@@ -37,7 +37,7 @@ from starlette.responses import Response
 from tracker import metrics
 from tracker.api import throttle
 from tracker.api.body import read_body
-from tracker.api.guards import runtime, unavailable
+from tracker.api.guards import mark_authenticated, runtime, unavailable
 from tracker.api.ingest import authenticate_device, store
 from tracker.api.responses import ApiError
 from tracker.api.runtime import Runtime
@@ -199,6 +199,7 @@ async def _overland(request: Request) -> Reply:
     rt = runtime(request)
     token = bearer(request.headers.get("authorization")) or request.query_params.get("token")
     device = await authenticate_device(rt, token)
+    mark_authenticated(request)
     throttle.check_device(rt, device)
     proto = await protocol_request(request, rt.settings.max_body_bytes)
     try:

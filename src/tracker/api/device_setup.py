@@ -68,7 +68,7 @@ async def rotate_token(request: Request) -> Response:
     if rotated is None:
         raise ApiError(404, "not_found", "no such device")
     device, token = rotated
-    rt.auth.forget_devices()
+    await rt.auth.device_changed(device.id)  # every instance, its open sockets too
     return ORJSONResponse(
         {
             "id": device.unique_id,

@@ -70,7 +70,8 @@ async def update_device(request: Request) -> Response:
     device = await store.set_enabled(rt.pool, request.path_params["device"], enabled)
     if device is None:
         raise ApiError(404, "not_found", "no such device")
-    rt.auth.forget_devices()
+    # Every instance forgets the device's cached token and closes what it opened.
+    await rt.auth.device_changed(device.id)
     return ORJSONResponse({"id": device.unique_id, "name": device.name, "enabled": enabled})
 
 

@@ -20,6 +20,7 @@ from tracker.api import throttle
 from tracker.api.guards import unavailable
 from tracker.api.responses import ApiError
 from tracker.api.runtime import Runtime
+from tracker.api.slowbody import AUTHENTICATED
 from tracker.protocols import native
 from tracker.protocols.base import Decoded, ProtocolError
 from tracker.protocols.base import Request as ProtoRequest
@@ -70,15 +71,22 @@ async def store(
     return result
 
 
-async def ingest_native(
-    rt: Runtime, headers: dict[bytes, bytes], body: bytes
-) -> tuple[int, dict[str, Any]]:
-    """One ping or `{"positions": [...]}`: 202 once committed, with per-ping outcomes."""
+async def native_device(rt: Runtime, headers: dict[bytes, bytes]) -> Device:
+    """The request's enabled device, from its headers alone (415/401/403 otherwise)."""
     ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
     if ctype != b"application/json":
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
     auth = headers.get(b"authorization")
-    device = await authenticate_device(rt, bearer(auth.decode("latin-1") if auth else None))
+    return await authenticate_device(rt, bearer(auth.decode("latin-1") if auth else None))
+
+
+async def ingest_native(
+    rt: Runtime, headers: dict[bytes, bytes], body: bytes, device: Device | None = None
+) -> tuple[int, dict[str, Any]]:
+    """One ping or `{"positions": [...]}`: 202 once committed, with per-ping outcomes.
+    `device` when the caller was authenticated already (from the headers)."""
+    if device is None:
+        device = await native_device(rt, headers)
     throttle.check_device(rt, device)
     try:
         decoded = native.decode(
@@ -124,8 +132,12 @@ async def serve(
         extra.append((b"x-request-id", request_id.encode("ascii")))
     try:
         headers = dict(scope["headers"])
+        # Who is posting is known before the body is read: an unknown token's body is never
+        # received, and a device's takes no anonymous slot (slowbody).
+        device = await native_device(rt, headers)
+        scope[AUTHENTICATED] = True
         body = await _read_body(receive, headers, rt.settings.max_body_bytes)
-        status, payload = await ingest_native(rt, headers, body)
+        status, payload = await ingest_native(rt, headers, body, device)
     except ApiError as exc:
         metrics.count_refused("native", exc.code)
         status, payload = exc.status, {"error": exc.code, "message": exc.message}

@@ -1,4 +1,4 @@
-"""The dispatcher's live feed (WebSocket /ws/dispatch) and the sign-in session behind it.
+"""The dispatcher's live feed (WebSocket /ws/dispatch); sessions are in api/sessions.
 
 Messages (JSON text frames, all with "type" and "v": 1) are described in tracker.live.fleet
 and the README: a snapshot on connect, then at most one delta per tick. The client may send
@@ -8,26 +8,28 @@ level pings from the server (uvicorn's ws_ping_interval) detect dead connections
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from urllib.parse import urlsplit
+from collections.abc import Callable
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tracker.api.body import json_object
-from tracker.api.guards import SESSION_COOKIE, principal, require_dispatcher, runtime, unavailable
-from tracker.api.responses import ApiError, ORJSONResponse, error_response
+from tracker.api.guards import SESSION_COOKIE, explicit_token, principal, runtime
+from tracker.api.origin import same_origin
+from tracker.api.responses import ApiError, error_response
 from tracker.core import tokens
 from tracker.live.hub import DISPATCH, Subscriber
-from tracker.services.auth import bearer
+from tracker.services.auth import Principal
 from tracker.store.db import DB_ERRORS
 
 log = logging.getLogger(__name__)
 
 # WebSocket close codes (RFC 6455 §7.4.1).
+CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
+# A revoked socket whose close frame does not leave within this is dropped.
+CLOSE_WAIT_S = 1.0
 
 
 class SocketSink:
@@ -50,11 +52,9 @@ class SocketSink:
 
 
 def _cross_site(websocket: WebSocket) -> bool:
-    """A browser page from another origin opening the socket with our cookie."""
-    origin = websocket.headers.get("origin")
-    if not origin:
-        return False
-    return urlsplit(origin).netloc.lower() != websocket.headers.get("host", "").lower()
+    """A browser page from another origin (scheme and host) opening the socket with our
+    cookie."""
+    return not same_origin(websocket, runtime(websocket).settings.public_url)
 
 
 async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
@@ -73,7 +73,7 @@ async def dispatch_feed(websocket: WebSocket) -> None:
     except ApiError as exc:
         await _deny(websocket, exc.status, exc.code, exc.message)
         return
-    explicit = bearer(websocket.headers.get("authorization")) or websocket.query_params.get("token")
+    explicit = explicit_token(websocket)
     if who is None:
         await _deny(websocket, 401, "unauthorized", "dispatcher or admin credentials required")
         return
@@ -87,7 +87,7 @@ async def dispatch_feed(websocket: WebSocket) -> None:
         await _deny(websocket, 429, "too_many_sockets", too_many_sockets(slots.per_key))
         return
     try:
-        await _feed(websocket)
+        await _feed(websocket, who, explicit)
     finally:
         slots.release(slot)
 
@@ -102,10 +102,48 @@ def too_many_sockets(per_key: int) -> str:
     return f"this credential already has {per_key} live connection(s) open here; close one"
 
 
-async def _feed(websocket: WebSocket) -> None:
+def revoker(websocket: WebSocket, sink: SocketSink, stop: Callable[[], None]) -> Callable[[], None]:
+    """What closes a socket whose credential was revoked: stop its frames, send close
+    1008, and drop the connection if that cannot leave in time (a stuck reader)."""
+
+    async def close() -> None:
+        stop()
+        try:
+            await asyncio.wait_for(
+                websocket.close(CLOSE_POLICY, "credentials revoked"), CLOSE_WAIT_S
+            )
+        except Exception:
+            sink.abort()
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    def fire() -> None:
+        task = asyncio.get_running_loop().create_task(close())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return fire
+
+
+async def still_valid(websocket: WebSocket, who: Principal, explicit: str | None) -> bool:
+    """Whether the credential that opened a socket still opens it (asked after a bus gap)."""
+    auth = runtime(websocket).auth
+    if explicit:
+        return await auth.principal(explicit) is not None
+    return await auth.session(websocket.cookies.get(SESSION_COOKIE)) is not None
+
+
+async def _feed(websocket: WebSocket, who: Principal, explicit: str | None) -> None:
     await websocket.accept()
-    hub = runtime(websocket).hub
-    sub = hub.subscribe(DISPATCH, SocketSink(websocket))
+    rt = runtime(websocket)
+    hub = rt.hub
+    sink = SocketSink(websocket)
+    sub = hub.subscribe(DISPATCH, sink)
+    unwatch = rt.auth.watchers.watch(
+        who.identities(),
+        revoker(websocket, sink, lambda: hub.unsubscribe(sub)),
+        lambda: still_valid(websocket, who, explicit),
+    )
     try:
         try:
             await hub.send_snapshot(sub)
@@ -116,7 +154,12 @@ async def _feed(websocket: WebSocket) -> None:
             await _client_message(websocket, text, sub)
     except WebSocketDisconnect:
         pass
+    except RuntimeError:
+        # Closed by `revoker` while waiting for the client: nothing more to read.
+        if not sub.closed:
+            raise
     finally:
+        unwatch()
         hub.unsubscribe(sub)
 
 
@@ -133,47 +176,3 @@ async def _client_message(websocket: WebSocket, text: str, sub: Subscriber) -> N
             log.warning("resync refused: database unavailable")
     elif kind == "ping":
         hub.pong(sub)
-
-
-# -- sign-in session ----------------------------------------------------------------------
-
-
-async def create_session(request: Request) -> Response:
-    """POST /api/v1/session {"token": ...}: check a dispatcher/admin token and keep it in an
-    HttpOnly, SameSite=Strict cookie, so the map page signs in once."""
-    rt = runtime(request)
-    data = await json_object(request, 4096)
-    token = data.get("token")
-    if not isinstance(token, str) or not token.strip():
-        raise ApiError(400, "invalid_request", "token: required string")
-    token = token.strip()
-    try:
-        who = await rt.auth.principal(token)
-    except DB_ERRORS as exc:
-        raise unavailable(rt) from exc
-    if who is None:
-        raise ApiError(401, "unauthorized", "not a dispatcher or admin token")
-    response = ORJSONResponse({"role": who.role})
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=int(rt.settings.session_max_age_s),
-        path="/",
-        secure=request.url.scheme == "https",
-        httponly=True,
-        samesite="strict",
-    )
-    return response
-
-
-async def read_session(request: Request) -> Response:
-    """GET /api/v1/session: who the caller is (the cookie is unreadable from scripts)."""
-    who = await require_dispatcher(request)
-    return ORJSONResponse({"role": who.role})
-
-
-async def delete_session(request: Request) -> Response:
-    """DELETE /api/v1/session: sign out (forget the cookie)."""
-    response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
-    return response

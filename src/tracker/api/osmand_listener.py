@@ -34,6 +34,7 @@ from starlette.routing import Route
 from tracker import logs
 from tracker.api import clients, throttle
 from tracker.api.runtime import Runtime
+from tracker.api.slowbody import BodyLimit
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def osmand_app(rt: Runtime, exception_handlers: Mapping[Any, Any]) -> Starlette:
         middleware=[
             Middleware(logs.RequestContext, access_log=rt.settings.access_log),
             Middleware(throttle.AddressLimit, rt=rt),
+            Middleware(BodyLimit, guard=rt.bodies),
         ],
     )
     app.state.runtime = rt

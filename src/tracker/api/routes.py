@@ -24,6 +24,12 @@ from tracker.api.guards import principal, require_dispatcher, runtime, unavailab
 from tracker.api.ingest import authenticate_device
 from tracker.api.responses import ApiError, ORJSONResponse
 from tracker.api.runtime import Runtime
+from tracker.api.stopfields import (
+    ROUTE_FIELDS,
+    STOP_FIELDS,
+    parse_details,
+    unknown_fields,
+)
 from tracker.api.tracking import with_tracking_urls
 from tracker.core import pathcodec
 from tracker.core.model import Stop, StopStatus
@@ -97,6 +103,7 @@ def parse_stop(item: object, seq: int) -> Stop:
     where = f"stops[{seq - 1}]"
     if not isinstance(item, dict):
         raise _invalid(f"{where}: must be an object")
+    unknown_fields(item, STOP_FIELDS, where)
     lat = _number(item, "lat", where, None)
     lon = _number(item, "lon", where, None)
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
@@ -132,6 +139,7 @@ def parse_path(value: object, stops: list[Stop]) -> tuple[tuple[tuple[float, flo
         if value is None:
             return pathcodec.route_path(stops, None)
         if isinstance(value, dict) and "polyline" in value:
+            unknown_fields(value, frozenset({"polyline", "precision"}), "path")
             precision = value.get("precision", 5)
             if precision not in (5, 6):
                 raise _invalid("path.precision: must be 5 or 6")
@@ -151,6 +159,7 @@ async def create_route(request: Request) -> Response:
     await require_dispatcher(request)
     rt = runtime(request)
     data = await json_object(request, rt.settings.max_body_bytes)
+    unknown_fields(data, ROUTE_FIELDS, "body")
     uid = data.get("device")
     if not isinstance(uid, str) or not uid:
         raise _invalid("device: required unique id of a registered device")
@@ -164,6 +173,7 @@ async def create_route(request: Request) -> Response:
     if len(raw_stops) > MAX_STOPS:
         raise _invalid(f"stops: at most {MAX_STOPS}")
     stops = [parse_stop(item, k + 1) for k, item in enumerate(raw_stops)]
+    details = [parse_details(item, f"stops[{k}]") for k, item in enumerate(raw_stops)]
     if data.get("path") is None and len(stops) == 1:
         from tracker.api.route_desk import single_stop_path  # (it imports this module)
 
@@ -177,14 +187,19 @@ async def create_route(request: Request) -> Response:
         if device is None:
             raise ApiError(404, "not_found", f"no device {uid!r}")
         body = await routing(rt).create(
-            device, planned_start, stops, path, straight_line, datetime.now(UTC), digests
+            device, planned_start, stops, path, straight_line, datetime.now(UTC), digests, details
         )
         await link_keys.keep(rt, body["id"], salts)
     except RouteInvalid as exc:
         raise _invalid(str(exc)) from exc
     except DB_ERRORS as exc:
         raise unavailable(rt) from exc
-    return ORJSONResponse(with_tracking_urls(body, links, rt.settings), status_code=201)
+    reply = with_tracking_urls(body, links, rt.settings)
+    try:
+        await rt.notifications.route_created(reply)
+    except DB_ERRORS as exc:
+        raise unavailable(rt) from exc
+    return ORJSONResponse(reply, status_code=201)
 
 
 async def _authorise(request: Request, route_id: int) -> None:
@@ -204,6 +219,9 @@ async def _authorise(request: Request, route_id: int) -> None:
             raise ApiError(403, "forbidden", "this route belongs to another device")
     if owner is None:
         raise ApiError(404, "not_found", f"no route {route_id}")
+
+
+authorise = _authorise  # for the doorstep endpoints on a route's stops
 
 
 async def get_route(request: Request) -> Response:
@@ -243,6 +261,7 @@ async def patch_stop(request: Request) -> Response:
     await _authorise(request, route_id)
     rt = runtime(request)
     data = await json_object(request, 64 * 1024)
+    unknown_fields(data, frozenset({"status", "reason"}), "body")
     status = data.get("status")
     if not isinstance(status, str) or status not in SETTABLE:
         allowed = ", ".join(sorted(SETTABLE))
@@ -253,6 +272,9 @@ async def patch_stop(request: Request) -> Response:
     reason = reason.strip() if reason else None
     if status == StopStatus.FAILED and not reason:
         raise _invalid("reason: required when a stop failed")
+    from tracker.api.reports import refuse_unproven  # (reports imports this module)
+
+    await refuse_unproven(request, route_id, stop_id, status)
     try:
         body = await routing(rt).set_stop_status(
             route_id, stop_id, status, reason, datetime.now(UTC)

@@ -12,6 +12,7 @@ import asyncpg
 
 from tracker import metrics
 from tracker.api.ratelimit import Limits
+from tracker.api.slowbody import BodyGuard
 from tracker.config import Settings
 from tracker.core.filters import FilterConfig
 from tracker.core.route.progress import EtaConfig
@@ -24,12 +25,15 @@ from tracker.services.auth import Authenticator
 from tracker.services.delivery import WebhookSender
 from tracker.services.geocoding import GeocodingService, NominatimClient
 from tracker.services.ingest import IngestService
+from tracker.services.notifications import MessageSender, Notifications, channels
 from tracker.services.planning import PlanningService
 from tracker.services.replanning import ReplanningService
 from tracker.services.route_desk import RouteDesk
 from tracker.services.routing import RoutingService, with_routes
 from tracker.services.travel import Travel
+from tracker.store import messages as message_store
 from tracker.store import orders as order_store
+from tracker.store import proofs as proof_store
 from tracker.store import retention
 from tracker.store import webhooks as webhook_store
 from tracker.store.db import DB_ERRORS, create_pool
@@ -56,6 +60,9 @@ class Runtime:
     route_desk: RouteDesk  # workspace: cancel and reassign routes
     planning: PlanningService
     replanning: ReplanningService
+    notifications: Notifications
+    messages: MessageSender
+    bodies: BodyGuard
     geocoding: GeocodingService | None = None  # None: no TRACKER_GEOCODER_URL
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -81,6 +88,12 @@ class Runtime:
             max_speed_mps=settings.max_speed_mps,
             max_age_s=settings.retention_days * 86400.0 or None,
         )
+        auth = Authenticator(
+            pool, settings.admin_token, settings.auth_cache_s, settings.auth_cache_size, bus
+        )
+        # Credential changes travel on the bus: every instance forgets and disconnects.
+        bus.subscribe(auth.on_bus)
+        bus.on_resumed(auth.on_bus_resumed)
         ingest = IngestService(writer, bus, cfg)
         routing = RoutingService(
             pool, bus, EtaConfig(arriving_s=settings.arriving_s), settings.route_cache_s
@@ -99,12 +112,16 @@ class Runtime:
             settings.plan_exploration, settings.plan_threads, settings.plan_timeout_s or None
         )
         routing.event_sinks.append(order_store.follow_stop_events)  # orders follow their stops
+        # So are customer messages (arriving, delivered, failed).
+        routing.event_sinks.append(
+            message_store.event_sink(settings.message_language, channels(settings))
+        )
         rt = cls(
             settings=settings,
             pool=pool,
             writer=writer,
             bus=bus,
-            auth=Authenticator(pool, settings.admin_token, settings.auth_cache_s),
+            auth=auth,
             ingest=ingest,
             hub=hub,
             routing=routing,
@@ -115,6 +132,11 @@ class Runtime:
             replanning=ReplanningService(
                 pool, bus, travel, EtaConfig(arriving_s=settings.arriving_s), solver_options
             ),
+            notifications=Notifications(pool, settings),
+            messages=MessageSender(pool, settings),
+            bodies=BodyGuard(
+                settings.body_timeout_s, settings.max_anonymous_bodies, settings.retry_after_s
+            ),
         )
         if settings.geocoder_url:
             rt.geocoding = GeocodingService(
@@ -124,7 +146,14 @@ class Runtime:
         rt.spawn(rt._flush_metrics(), "metrics")
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt.webhooks.run(), "webhooks")
+        rt.spawn(auth.keep_checking(), "auth-recheck")
+        rt.spawn(rt.bodies.run(), "body-deadlines")
         rt.spawn(rt._partitions_ahead(), "partitions-ahead")
+        if channels(settings):
+            rt.spawn(rt.messages.run(), "messages")
+        proof_days = settings.proof_retention_days or settings.retention_days
+        if proof_days > 0:
+            rt.spawn(rt._purge_proofs(proof_days), "proof-retention")
         if settings.retention_days > 0:
             rt.spawn(
                 retention.keep_pruning(
@@ -155,6 +184,18 @@ class Runtime:
         while True:
             await asyncio.sleep(1.0)
             metrics.flush()
+
+    async def _purge_proofs(self, days: float) -> None:
+        # Proof photos and signatures go with the retention setting, like positions.
+        while True:
+            try:
+                cutoff = datetime.now(UTC) - timedelta(days=days)
+                gone = await proof_store.purge(self.pool, cutoff)
+                if gone:
+                    log.info("purged %d proof images older than %s", gone, cutoff.isoformat())
+            except (*DB_ERRORS, asyncpg.PostgresError) as exc:
+                log.warning("could not purge proof images: %s", exc)
+            await asyncio.sleep(self.settings.retention_check_s)
 
     async def _partitions_ahead(self) -> None:
         # Create next months' partitions long before the first ping needs them.

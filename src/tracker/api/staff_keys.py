@@ -64,5 +64,6 @@ async def revoke_key(request: Request) -> Response:
         raise unavailable(rt) from exc
     if key is None:
         raise ApiError(404, "not_found", f"no key {request.path_params['key_id']}")
-    rt.auth.forget_keys()
+    # Every instance drops the key's sessions and closes its open maps.
+    await rt.auth.key_changed(key.id)
     return ORJSONResponse(key.to_json())

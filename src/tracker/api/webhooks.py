@@ -21,7 +21,7 @@ from starlette.responses import Response
 from tracker.api.body import json_object
 from tracker.api.guards import require_dispatcher, runtime, unavailable
 from tracker.api.responses import ApiError, ORJSONResponse
-from tracker.core import tokens, webhooks
+from tracker.core import destinations, tokens, webhooks
 from tracker.store import webhooks as store
 from tracker.store.db import DB_ERRORS
 
@@ -92,6 +92,23 @@ def _url(value: object) -> str:
     return value
 
 
+async def _destination(request: Request, url: str) -> None:
+    """Refuse a receiver the server must not reach (loopback, private, link-local...: any
+    spelling, judged by what the host resolves to) unless TRACKER_WEBHOOK_ALLOW_CIDRS
+    allows it, and credentials in the URL."""
+    try:
+        await runtime(request).webhooks.check(url)
+    except destinations.Refused as exc:
+        if exc.reason == destinations.BLOCKED_USERINFO:
+            raise _invalid("url: must not hold a user name or password (user:pw@)") from exc
+        if exc.reason == destinations.BLOCKED_URL:
+            raise _invalid(f"url: {exc.detail}") from exc
+        raise _invalid(
+            f"url: {exc.detail or 'this host'} is not a public address; receivers inside "
+            "private networks need TRACKER_WEBHOOK_ALLOW_CIDRS"
+        ) from exc
+
+
 def _events(value: object) -> list[str]:
     allowed = ", ".join(sorted(webhooks.SUBSCRIBABLE))
     if not isinstance(value, list) or not value:
@@ -119,6 +136,7 @@ async def create_webhook(request: Request) -> Response:
     rt = runtime(request)
     data = await json_object(request)
     url = _url(data.get("url"))
+    await _destination(request, url)
     events = _events(data.get("events"))
     threshold = _threshold(data.get("eta_threshold_s"))
     description = data.get("description") or ""

@@ -39,15 +39,22 @@ ROUTE_ACTIVE = "active"
 ROUTE_COMPLETED = "completed"
 ROUTE_CANCELLED = "cancelled"
 
+# A stop the vehicle came to and left without anyone closing it (the route's `visited`
+# status): the driver has been at the door, but only completing it says "Delivered".
+VISITED = "visited"
+VISITED_EVENT = "stop.visited"
+
 _RANK = {
     StopStatus.PENDING: 0,
     StopStatus.ARRIVED: 1,
-    StopStatus.COMPLETED: 2,
-    StopStatus.FAILED: 2,
-    StopStatus.SKIPPED: 2,
+    VISITED: 2,
+    StopStatus.COMPLETED: 3,
+    StopStatus.FAILED: 3,
+    StopStatus.SKIPPED: 3,
 }
 _EVENT_STATUS = {
     EventType.ARRIVED: StopStatus.ARRIVED,
+    VISITED_EVENT: VISITED,
     EventType.COMPLETED: StopStatus.COMPLETED,
     EventType.FAILED: StopStatus.FAILED,
     EventType.SKIPPED: StopStatus.SKIPPED,
@@ -219,6 +226,8 @@ def apply_event(tracked: TrackedStop, event: Mapping[str, Any]) -> TrackedStop:
             return tracked
         if new == StopStatus.ARRIVED:
             return replace(tracked, status=new, eta=None, arrived_at=when)
+        if new == VISITED:
+            return replace(tracked, status=new, eta=None, arrived_at=tracked.arrived_at or when)
         return replace(tracked, status=new, eta=None, done_at=when)
     if kind in (EventType.ETA_CHANGED, EventType.ARRIVING) and tracked.status == StopStatus.PENDING:
         data = event.get("data")
@@ -248,7 +257,8 @@ def phase(tracked: TrackedStop, now: datetime, rule: Rule) -> str:
         return FAILED
     if tracked.route_status == ROUTE_CANCELLED:
         return CANCELLED
-    if tracked.status == StopStatus.ARRIVED:
+    if tracked.status in (StopStatus.ARRIVED, VISITED):
+        # Visited: the driver was at the door; "Delivered" waits for the completion.
         return ARRIVED
     if not started(tracked, now):
         return SCHEDULED
@@ -273,6 +283,8 @@ def vehicle_visible(
     whatever this route's stops say.
     """
     if vehicle is None or tracked.done or tracked.route_status != ROUTE_ACTIVE:
+        return False
+    if tracked.status == VISITED:  # been and gone: where it drives next is not this stop's
         return False
     if driving_route is not None and driving_route != tracked.route_id:
         return False

@@ -23,7 +23,8 @@ import httpx
 
 from tracker import metrics
 from tracker.config import Settings
-from tracker.core import webhooks
+from tracker.core import destinations, webhooks
+from tracker.services.destinations import Resolver, resolve, system_resolver
 from tracker.store import webhooks as store
 from tracker.store.db import DB_ERRORS
 
@@ -32,7 +33,12 @@ log = logging.getLogger(__name__)
 USER_AGENT = "tracker-webhooks/1"
 # An attempt's outcome in the metrics, by the status it leaves the delivery in.
 _OUTCOMES = {store.DELIVERED: "delivered", store.PENDING: "retry", store.FAILED: "failed"}
-_MAX_ERROR = 500
+# What an attempt's log says when no HTTP status came back: a short reason from this fixed
+# set, never the library's error text (which told ports, addresses and TLS details apart).
+TIMED_OUT = "timed out"
+CONNECT_FAILED = "connect failed"
+PROTOCOL_ERROR = "protocol error"
+REQUEST_FAILED = "request failed"
 
 
 class WebhookSender:
@@ -43,10 +49,14 @@ class WebhookSender:
         pool: asyncpg.Pool,
         settings: Settings,
         jitter: Callable[[], float] = random.random,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self._pool = pool
         self._settings = settings
         self._jitter = jitter
+        # Replaceable (tests count lookups); every connection is made to what it answered.
+        self.resolver = resolver
+        self.allowed = destinations.parse_networks(settings.webhook_allow_cidrs)
         self._concurrency = max(1, settings.webhook_concurrency)
         # An attempt that outlives this is presumed dead and the delivery is retried.
         self._lease_s = 2.0 * settings.webhook_timeout_s + 30.0
@@ -80,6 +90,16 @@ class WebhookSender:
                     task.cancel()
                 with contextlib.suppress(Exception):
                     await asyncio.gather(*inflight, return_exceptions=True)
+
+    async def check(self, url: str, timeout_s: float = 2.0) -> None:
+        """Registration: refuse a URL whose host resolves to an address not permitted
+        (`destinations.Refused`). A name that does not resolve (yet) is accepted: every
+        attempt checks again before it connects."""
+        try:
+            await resolve(url, self.allowed, self.resolver, timeout_s)
+        except destinations.Refused as exc:
+            if exc.reason != destinations.UNRESOLVED:
+                raise
 
     async def _claim(self, limit: int) -> list[store.Claimed]:
         try:
@@ -131,14 +151,53 @@ class WebhookSender:
         }
         started = datetime.now(UTC)
         t0 = time.perf_counter()
-        code: int | None = None
-        error: str | None = None
-        try:
-            async with client.stream(
-                "POST", delivery.url, content=delivery.body, headers=headers
-            ) as response:
-                code = response.status_code
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
+        code, error = await post_pinned(
+            client,
+            delivery.url,
+            delivery.body,
+            headers,
+            self.allowed,
+            self.resolver,
+            self._settings.webhook_timeout_s,
+        )
         duration_ms = (time.perf_counter() - t0) * 1000.0
         return store.Attempt(started, round(duration_ms, 1), code, error)
+
+
+async def post_pinned(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    allowed: tuple[destinations.IPNetwork, ...],
+    resolver: Resolver,
+    timeout_s: float,
+) -> tuple[int | None, str | None]:
+    """POST `body` to `url` at the address its host resolves to now, if that address is
+    permitted: (status code, None), or (None, a short reason).
+
+    Resolved and judged once, connected to exactly that address: a name that changes its
+    answer between the check and the connection cannot lead inside. The receiver still sees
+    its own name: as `Host`, and as the TLS server name its certificate is checked against.
+    """
+    try:
+        t, addresses = await resolve(url, allowed, resolver, timeout_s)
+        extensions = {"sni_hostname": t.host} if t.url.scheme == "https" else {}
+        async with client.stream(
+            "POST",
+            destinations.pinned_url(t, addresses[0]),
+            content=body,
+            headers={**headers, "Host": t.host_header},
+            extensions=extensions,
+        ) as response:
+            return response.status_code, None
+    except destinations.Refused as exc:
+        return None, exc.reason
+    except httpx.TimeoutException:
+        return None, TIMED_OUT
+    except httpx.ConnectError:
+        return None, CONNECT_FAILED
+    except httpx.ProtocolError:
+        return None, PROTOCOL_ERROR
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
+        return None, REQUEST_FAILED

@@ -250,10 +250,12 @@ class RoutingService:
         straight_line: bool,
         now: datetime,
         tracking: Sequence[bytes] | None = None,
+        details: Sequence[JsonDict] | None = None,
     ) -> JsonDict:
         """Store a new active route for `device`; raises RouteInvalid if it cannot be planned.
 
-        `tracking`: the digests of the stops' customer tracking tokens, in stop order.
+        `tracking`: the digests of the stops' customer tracking tokens, in stop order;
+        `details`: the stops' doorstep columns (address, phone, parcels...), in stop order.
 
         ETAs before the first ping assume the drive starts at the later of the planned start
         and `now`, from the beginning of the path.
@@ -282,7 +284,12 @@ class RoutingService:
             # A van drives one route at a time: the new one ends its old one.
             ended = await dispatch_board.end_active(conn, device.id, route_id, now)
             await store.insert_route(
-                conn, route, state.to_json(), {e.stop_id: e.eta for e in etas.etas}, tracking
+                conn,
+                route,
+                state.to_json(),
+                {e.stop_id: e.eta for e in etas.etas},
+                tracking,
+                details,
             )
             if ended:
                 await self._store_events(conn, device.unique_id, ended)

@@ -76,10 +76,12 @@ async def insert_route(
     state: JsonDict,
     etas: dict[int, datetime | None],
     tracking: Sequence[bytes] | None = None,
+    details: Sequence[JsonDict] | None = None,
 ) -> None:
     """Store a planned route (ids from `reserve_ids`) with its initial state and ETAs.
 
-    `tracking` holds the SHA-256 digests of the stops' tracking tokens, in stop order.
+    `tracking` holds the SHA-256 digests of the stops' tracking tokens, in stop order;
+    `details` the stops' doorstep columns (see `save_details`), in stop order.
     """
     path = shapely.set_srid(shapely.LineString([(lon, lat) for lat, lon in route.path]), 4326)
     await conn.execute(
@@ -123,6 +125,34 @@ async def insert_route(
         [s.status for s in stops],
         [etas.get(s.id) for s in stops],
         list(tracking) if tracking is not None else [None] * len(stops),
+    )
+    if details:
+        await save_details(conn, [s.id for s in stops], details)
+
+
+_DETAIL_TEXT = ("address", "phone", "email", "notes", "language")
+_DETAIL_JSON = ("parcels", "reschedule_windows", "pickup_points")
+
+
+async def save_details(
+    conn: asyncpg.Connection, stop_ids: Sequence[int], details: Sequence[JsonDict]
+) -> None:
+    """The stops' doorstep columns (address, phone, parcels, required proof...), by stop id."""
+    await conn.execute(
+        """
+        UPDATE stops SET address = d.address, phone = d.phone, email = d.email,
+                         notes = d.notes, language = d.language, parcels = d.parcels,
+                         proof_required = d.proof_required::text[], pin = d.pin,
+                         reschedule_windows = d.reschedule_windows,
+                         pickup_points = d.pickup_points
+        FROM jsonb_to_recordset($2::jsonb) AS d(
+            id bigint, address text, phone text, email text, notes text, language text,
+            parcels jsonb, proof_required text[], pin text, reschedule_windows jsonb,
+            pickup_points jsonb)
+        WHERE stops.id = d.id AND stops.id = ANY($1::bigint[])
+        """,
+        list(stop_ids),
+        [{**d, "id": i} for i, d in zip(stop_ids, details, strict=True)],
     )
 
 
@@ -316,6 +346,8 @@ FROM routes r JOIN devices d ON d.id = r.device_id
 
 _STOP_COLUMNS = """
 SELECT route_id, id, seq, name, recipient, ST_Y(location::geometry) AS lat,
+       address, phone, email, notes, language, parcels, proof_required, reschedule_windows,
+       pickup_points, instructions, safe_place, outcome,
        ST_X(location::geometry) AS lon, radius_m, service_s, planned_arrival, window_start,
        window_end, status, eta, arrived_at, completed_at, reason
 FROM stops
@@ -346,6 +378,20 @@ def route_json(route: asyncpg.Record, stops: Sequence[asyncpg.Record]) -> JsonDi
             "arrived_at": _iso(s["arrived_at"]),
             "completed_at": _iso(s["completed_at"]),
             "reason": s["reason"],
+            # The doorstep (migration 010): contact and hand-over details, what the
+            # customer added, and the latest report's outcome (never the PIN).
+            "address": s["address"],
+            "phone": s["phone"],
+            "email": s["email"],
+            "notes": s["notes"],
+            "language": s["language"],
+            "parcels": s["parcels"],
+            "proof_required": list(s["proof_required"]),
+            "reschedule_windows": s["reschedule_windows"],
+            "pickup_points": s["pickup_points"],
+            "instructions": s["instructions"],
+            "safe_place": s["safe_place"],
+            "outcome": s["outcome"],
             # The link holds a token stored only as a digest: only the reply that creates
             # it (POST /api/v1/routes, or re-issuing it) can show it.
             "tracking_url": None,

@@ -164,6 +164,22 @@ stops = Table(
     Column("done_at", Timestamp),
     # sql/009_workspace.sql: the salt a derived link token was made from.
     Column("tracking_salt", LargeBinary),
+    # sql/010_doorstep.sql: contact and hand-over details, what the customer added, and
+    # the latest report's summary.
+    Column("address", Text, nullable=False, server_default=text("''")),
+    Column("phone", Text, nullable=False, server_default=text("''")),
+    Column("email", Text, nullable=False, server_default=text("''")),
+    Column("notes", Text, nullable=False, server_default=text("''")),
+    Column("language", Text, nullable=False, server_default=text("''")),
+    Column("parcels", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("proof_required", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("pin", Text),
+    Column("reschedule_windows", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("pickup_points", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("instructions", Text, nullable=False, server_default=text("''")),
+    Column("safe_place", Text, nullable=False, server_default=text("''")),
+    Column("outcome", JSONB),
+    CheckConstraint("proof_required <@ ARRAY['photo', 'signature', 'name', 'pin']::text[]"),
     UniqueConstraint("route_id", "seq"),
     CheckConstraint("service_s >= 0"),
     CheckConstraint("radius_m > 0"),
@@ -413,4 +429,155 @@ plans = Table(
     Column("dispatched_at", Timestamp),
     CheckConstraint("status IN ('proposed', 'dispatched')"),
     Index("plans_by_date", "date", "id"),
+)
+
+# Sign-in sessions (sql/008_hardening.sql): the cookie's random id is kept as its digest.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column("role", Text, nullable=False),
+    Column("key_id", BigInteger, ForeignKey("api_keys.id", ondelete="CASCADE")),
+    Column("credential_hash", LargeBinary, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("last_seen_at", Timestamp, nullable=False, server_default=NOW),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("user_agent", Text, nullable=False, server_default=text("''")),
+    Column("client", Text, nullable=False, server_default=text("''")),
+    CheckConstraint("octet_length(token_hash) = 32"),
+    CheckConstraint("role IN ('dispatcher', 'admin')"),
+    CheckConstraint("octet_length(credential_hash) = 32"),
+    Index("sessions_by_key", "key_id"),
+    Index("sessions_by_expiry", "expires_at"),
+)
+
+# -- sql/010_doorstep.sql: proof of delivery, customer requests, the message outbox ---------
+
+stop_reports = Table(
+    "stop_reports",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="CASCADE"), nullable=False),
+    Column("client_id", Uuid, nullable=False, unique=True),
+    Column("status", Text, nullable=False),
+    Column("reason_code", Text),
+    Column("reason_text", Text, nullable=False, server_default=text("''")),
+    Column("next_step", Text),
+    Column("recipient_name", Text, nullable=False, server_default=text("''")),
+    Column("pin_ok", Boolean),
+    Column("lat", Double),
+    Column("lon", Double),
+    Column("distance_m", Double),
+    Column("far_reason", Text, nullable=False, server_default=text("''")),
+    Column("reported_at", Timestamp, nullable=False),
+    Column("received_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("status IN ('completed', 'failed')"),
+    Index("stop_reports_by_stop", "stop_id", "id"),
+)
+
+proofs = Table(
+    "proofs",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "report_id",
+        BigInteger,
+        ForeignKey("stop_reports.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("kind", Text, nullable=False),
+    Column("media_type", Text, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("kind IN ('photo', 'signature')"),
+    CheckConstraint("media_type IN ('image/jpeg', 'image/png')"),
+    Index("proofs_by_stop", "stop_id"),
+    Index("proofs_by_age", "created_at"),
+)
+
+reschedule_requests = Table(
+    "reschedule_requests",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="CASCADE"), nullable=False),
+    Column("window_start", Timestamp),
+    Column("window_end", Timestamp),
+    Column("pickup_point", JSONB),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("decided_at", Timestamp),
+    CheckConstraint("status IN ('pending', 'confirmed', 'declined')"),
+    CheckConstraint(
+        "(window_start IS NOT NULL AND window_end IS NOT NULL) <> (pickup_point IS NOT NULL)"
+    ),
+    Index(
+        "reschedule_one_pending",
+        "stop_id",
+        unique=True,
+        postgresql_where=text("status = 'pending'"),
+    ),
+)
+
+ratings = Table(
+    "ratings",
+    metadata,
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="CASCADE"), primary_key=True),
+    Column("stars", Integer, nullable=False),
+    Column("comment", Text, nullable=False, server_default=text("''")),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    CheckConstraint("stars BETWEEN 1 AND 5"),
+)
+
+message_templates = Table(
+    "message_templates",
+    metadata,
+    Column("kind", Text, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("language", Text, nullable=False),
+    Column("subject", Text, nullable=False, server_default=text("''")),
+    Column("body", Text, nullable=False),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("kind", "channel", "language"),
+    CheckConstraint("channel IN ('email', 'sms')"),
+)
+
+message_opt_outs = Table(
+    "message_opt_outs",
+    metadata,
+    Column("address", Text, primary_key=True),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("language", Text, nullable=False),
+    Column("link", Text),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", Timestamp, nullable=False, server_default=NOW),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("sent_at", Timestamp),
+    Column("subject", Text, nullable=False, server_default=text("''")),
+    Column("body", Text, nullable=False, server_default=text("''")),
+    Column("provider_id", Text),
+    Column("last_error", Text),
+    UniqueConstraint("stop_id", "kind", "channel"),
+    CheckConstraint("channel IN ('email', 'sms')"),
+    CheckConstraint("status IN ('pending', 'sent', 'failed', 'suppressed', 'cancelled')"),
+    Index(
+        "messages_due",
+        "next_attempt_at",
+        "id",
+        postgresql_where=text("status = 'pending'"),
+    ),
 )
