@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Browser, Page, expect
 
 from tests.conftest import ADMIN_TOKEN, ARTIFACTS, Server, add_device
 from tests.e2e.conftest import BrowserTab
@@ -142,3 +142,34 @@ async def test_api_docs_page_renders_the_document_locally(srv: Server, tab: Brow
     await page.screenshot(path=str(ARTIFACTS / "api-docs.png"))
     assert tab.external == [], tab.external
     assert tab.errors == [], tab.errors
+
+
+async def test_revoking_a_key_disconnects_its_open_map(
+    srv: Server, tab: BrowserTab, browser: Browser
+) -> None:
+    """The admin revokes a dispatcher's key on /manage; that dispatcher's open map is
+    disconnected and asks to sign in again."""
+    async with srv.admin() as client:
+        made = (await client.post("/api/v1/keys", json={"name": "Night desk"})).json()
+    other = await browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        r = await other.request.post(f"{srv.base_url}/api/v1/session", data={"token": made["key"]})
+        assert r.ok, await r.text()
+        night = await other.new_page()
+        await night.goto(f"{srv.base_url}/map")
+        await expect(night.locator("#conn")).to_have_attribute(
+            "data-state", "live", timeout=TIMEOUT_MS
+        )
+        page = tab.page
+        page.on("dialog", lambda dialog: dialog.accept())
+        await sign_in(page, srv)
+        row = page.locator(f'#key-table tbody tr[data-key="{made["id"]}"]')
+        await row.get_by_role("button", name="Revoke").click()
+        await expect(row).to_contain_text("revoked", timeout=TIMEOUT_MS)
+        await expect(night.locator("#conn")).to_have_attribute(
+            "data-state", "signed-out", timeout=TIMEOUT_MS
+        )
+        await expect(night.locator("#signin")).to_be_visible()
+        await night.screenshot(path=str(ARTIFACTS / "map-key-revoked.png"))
+    finally:
+        await other.close()
