@@ -35,6 +35,7 @@
     etaBlock: $("eta-block"),
     etaTime: $("eta-time"),
     etaCountdown: $("eta-countdown"),
+    etaRange: $("eta-range"),
     approximate: $("approximate"),
     outcome: $("outcome"),
     vehicleNote: $("vehicle-note"),
@@ -168,6 +169,13 @@
       el.etaTime.textContent = clock(state.eta);
       el.etaTime.dataset.eta = state.eta;
       el.etaCountdown.textContent = countdown(state.eta);
+    }
+    // The 80 % interval, when it spans more than the minute the clock shows.
+    const range = state.eta && state.eta_earliest && state.eta_latest
+      && clock(state.eta_earliest) !== clock(state.eta_latest);
+    el.etaRange.hidden = !range;
+    if (range) {
+      el.etaRange.textContent = `Most likely between ${clock(state.eta_earliest)} and ${clock(state.eta_latest)}.`;
     }
     if (state.phase === "delivered" && state.done_at) {
       el.outcome.textContent = `Delivered at ${clock(state.done_at)}.`;

@@ -393,6 +393,21 @@ class Settings:
         "request bodies read at once per process before the caller is authenticated (503 beyond)",
         minimum=1,
     )
+    # ETAs and learning (issue 12): what leaving a stop does to an arrival nobody closed,
+    # and how often an instance folds finished drives into the learned travel times.
+    auto_complete: str = _setting(
+        "visited",
+        "TRACKER_AUTO_COMPLETE",
+        "`visited`: leaving a stop records a visit (the driver completes it); `departure`: "
+        "leaving completes it",
+        check=lambda v: _choice(v, ("visited", "departure")),
+    )
+    learn_interval_s: float = _setting(
+        300.0,
+        "TRACKER_LEARN_INTERVAL_S",
+        "how often an instance learns travel times from finished drives (0 = never; "
+        "`tracker learn` runs it once)",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

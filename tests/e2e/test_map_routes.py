@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Locator, Page, expect
 
-from tests.conftest import ARTIFACTS, DeviceCreds, Server, add_device
-from tests.e2e.conftest import BrowserTab
+from tests.conftest import ARTIFACTS, DeviceCreds, Server, ServerFactory, add_device
+from tests.e2e.conftest import TILES, BrowserTab
 from tests.e2e.test_map import (
     TIMEOUT_MS,
     metres,
@@ -127,8 +127,12 @@ def far_from(path: list[Fix], fix: Fix, beyond_m: float) -> tuple[float, float]:
 
 
 async def test_arrival_departure_and_off_route_on_the_map(
-    tab: BrowserTab, srv: Server, drive: list[Fix]
+    tab: BrowserTab, server_factory: ServerFactory, drive: list[Fix]
 ) -> None:
+    # A company that lets departure complete stops (TRACKER_AUTO_COMPLETE=departure).
+    srv = await server_factory(
+        tile_url=TILES, tile_attribution="Test tiles", auto_complete="departure"
+    )
     page = await open_signed_in(tab, srv)
     device = await add_device(srv, name="Route van")
     route = await plan_route(srv, device, drive)

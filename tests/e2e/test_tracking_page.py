@@ -76,6 +76,8 @@ async def test_page_follows_the_vehicle_then_shows_the_outcome(
     )
     assert live_eta > datetime.fromisoformat(planned_eta)
     await expect(page.locator("#eta-countdown")).to_contain_text("min")
+    # With its 80 % interval in words.
+    await expect(page.locator("#eta-range")).to_contain_text("between")
     await expect(page.locator("#vehicle-note")).to_contain_text("updated")
     # The marker really sits where the last ping put it.
     box = await page.evaluate(

@@ -6,6 +6,7 @@ failing geocoder leaving orders pending until it answers again."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from datetime import date, timedelta
@@ -189,7 +190,35 @@ async def test_changing_the_address_geocodes_again(server_factory: ServerFactory
             assert r.status_code == 201, r.text
             (first,) = await settled(srv, day, 1)
             assert first["geocode_status"] == "unresolved"
+            # The same address sent again is asked again: from the cache, still nothing.
+            again = await client.patch(f"/api/v1/orders/{first['id']}", json={"address": NOWHERE})
+            assert again.json()["geocode_status"] == "pending"
+            (first,) = await settled(srv, day, 1)
+            assert first["geocode_status"] == "unresolved"
+            assert fake.queries() == [NOWHERE]
             moved = await client.patch(f"/api/v1/orders/{first['id']}", json={"address": UNIQUE})
             assert moved.json()["geocode_status"] == "pending"
         (second,) = await settled(srv, day, 1)
         assert (second["geocode_status"], second["lat"]) == ("resolved", 42.5063)
+
+
+async def test_two_instances_take_turns(server_factory: ServerFactory) -> None:
+    """Both instances are woken at once by their own new orders; one works the queue at a
+    time, so each address is asked once and the pace holds across the two."""
+    day = fresh_day()
+    addresses = [UNIQUE, TWO, COARSE, NOWHERE]
+    async with nominatim(ANSWERS) as fake:
+        first = await geocoded_server(server_factory, fake)
+        second = await geocoded_server(server_factory, fake)
+        async with first.admin() as a, second.admin() as b:
+            posted = await asyncio.gather(
+                a.post("/api/v1/orders", json={"orders": [by_address(x, day) for x in addresses]}),
+                b.post("/api/v1/orders", json={"orders": [by_address(x, day) for x in addresses]}),
+            )
+        assert [r.status_code for r in posted] == [201, 201]
+        orders = await settled(first, day, 8)
+        assert sorted(fake.queries()) == sorted(addresses)
+        gaps = [b.at - a.at for a, b in itertools.pairwise(fake.hits)]
+        assert min(gaps) >= 0.25, gaps
+        by_status = sorted(o["geocode_status"] for o in orders)
+        assert by_status == ["ambiguous"] * 4 + ["resolved"] * 2 + ["unresolved"] * 2

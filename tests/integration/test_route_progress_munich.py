@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.conftest import ADMIN_TOKEN, Server, ServerFactory, add_device
+from tests.conftest import ADMIN_TOKEN, ServerFactory, add_device
 from tests.integration.test_routes_api import (
     BusRecorder,
     create_route,
@@ -27,6 +27,7 @@ from tests.integration.test_routes_api import (
     stored_events,
 )
 from tracker.core.model import Fix
+from tracker.core.route import progress
 from tracker.tools.tracks import sample_drive
 
 Json = dict[str, Any]
@@ -110,8 +111,10 @@ def without_device(route: Json) -> Json:
 
 
 async def test_munich_drive_through_the_api(
-    server: Server, server_factory: ServerFactory, db: asyncpg.Pool
+    server_factory: ServerFactory, db: asyncpg.Pool
 ) -> None:
+    # A company that lets departure complete stops (TRACKER_AUTO_COMPLETE=departure).
+    server = await server_factory(auto_complete="departure")
     fixes = sample_drive()
     spans = dwells(fixes)
     assert len(spans) >= 2, "the recording has two delivery-length stops"
@@ -219,6 +222,7 @@ async def test_munich_drive_through_the_api(
             path,
             stored,
             {stored_before_skip: (stop_ids[1], "skipped", skipped["time"])},
+            progress.EtaConfig(auto_complete="departure"),
         )
         assert bus.routes[-1] == {"type": "route", **final}
 

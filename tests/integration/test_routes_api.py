@@ -54,6 +54,9 @@ STOP_KEYS = {
     "window_end",
     "status",
     "eta",
+    "eta_earliest",
+    "eta_latest",
+    "deferred",
     "arrived_at",
     "completed_at",
     "reason",
@@ -232,6 +235,7 @@ def offline_events(
     path: list[tuple[float, float]],
     fixes: Sequence[Fix],
     commands: dict[int, tuple[int, str, datetime]] | None = None,
+    cfg: progress.EtaConfig | None = None,
 ) -> list[Json]:
     """The events the pure core produces for `fixes` in one uninterrupted replay, with
     stop status changes `commands[k] = (stop_id, status, time)` made before fix k."""
@@ -268,7 +272,7 @@ def offline_events(
                 {"type": e.type, "time": e.time, "stop_id": e.stop_id, "data": e.data}
                 for e in events
             )
-        state, events, _ = progress.step(plan, state, fix, progress.EtaConfig())
+        state, events, _ = progress.step(plan, state, fix, cfg or progress.EtaConfig())
         out.extend(
             {"type": e.type, "time": e.time, "stop_id": e.stop_id, "data": e.data} for e in events
         )
@@ -304,6 +308,9 @@ async def test_create_route_returns_the_contract_shape(
     assert route["next_stop"] == stops[0]["id"]
     assert [s["name"] for s in stops] == ["Stop 1", "Stop 2", "Stop 3"]
     assert all(s["status"] == "pending" and s["arrived_at"] is None for s in stops)
+    # Every ETA comes with its 80 % interval around it.
+    for s in stops:
+        assert s["eta_earliest"] < s["eta"] < s["eta_latest"]
     for s, m in zip(stops, STOP_AT_M, strict=True):
         assert s["lat"] == pytest.approx(LAT) and s["lon"] == pytest.approx(lon_at(m))
         assert (s["radius_m"], s["service_s"]) == (40.0, 60.0)
@@ -529,11 +536,12 @@ async def test_pings_drive_arrival_departure_and_etas_timed_by_the_fixes(
 
     final = await get_route(server, route["id"])
     s1, s2, s3 = final["stops"]
-    assert s1["status"] == "completed"  # arrived, then departed
+    # Arrived, then departed: a visit, which the driver (not the geofence) completes.
+    assert s1["status"] == "visited"
     arrived_at = datetime.fromisoformat(s1["arrived_at"])
     standing = [f.time for f in fixes if f.speed == 0.0]
     assert standing[0] <= arrived_at <= standing[-1]
-    assert datetime.fromisoformat(s1["completed_at"]) > standing[-1]
+    assert s1["completed_at"] is None
     # Later stops: ETAs after the last fix, from the fixes' own 2020 clock.
     last = fixes[-1].time
     for s in (s2, s3):
@@ -544,8 +552,9 @@ async def test_pings_drive_arrival_departure_and_etas_timed_by_the_fixes(
 
     events = await stored_events(db, route["id"])
     kinds = [e["type"] for e in events]
-    for kind in ("stop.arrived", "stop.departed", "stop.completed", "stop.eta_changed"):
+    for kind in ("stop.arrived", "stop.departed", "stop.visited", "stop.eta_changed"):
         assert kind in kinds
+    assert "stop.completed" not in kinds
     assert kinds.count("stop.arrived") == 1
     assert all(fixes[0].time <= e["time"] <= last for e in events)
     # Exactly what one uninterrupted replay of the same fixes yields.
@@ -563,6 +572,11 @@ async def test_pings_drive_arrival_departure_and_etas_timed_by_the_fixes(
     await post_fixes(server, device, [late])
     assert await get_route(server, route["id"]) == final
     assert len(await stored_events(db, route["id"])) == len(events)
+
+    # The driver completes the visited stop.
+    done = await patch_stop(server, route["id"], s1["id"], {"status": "completed"})
+    assert done.status_code == 200
+    assert done.json()["stops"][0]["status"] == "completed"
 
 
 async def test_devices_without_a_route_are_untouched(
@@ -607,7 +621,7 @@ async def test_two_instances_act_as_one(server_factory: ServerFactory, db: async
     from_a = await get_route(a, route["id"])
     from_b = await get_route(b, route["id"])
     assert from_a == from_b
-    assert from_a["stops"][0]["status"] == "completed"
+    assert from_a["stops"][0]["status"] == "visited"
     # A map on B got every change, including those computed on A, ending with the same ETAs.
     await wait_for(lambda: bool(on_b.routes) and on_b.routes[-1] == {"type": "route", **from_a})
     events = await stored_events(db, route["id"])
@@ -710,13 +724,13 @@ async def test_explicit_arrival_completes_on_departure_only_at_the_stop(
     assert status == "arrived"
     assert "stop.arrived" in kinds
     assert "stop.departed" not in kinds and "stop.completed" not in kinds
-    # Tapped at the stop: leaving its geofence completes it, as an automatic arrival would.
+    # Tapped at the stop: leaving its geofence records the visit, as an automatic arrival's.
     status, kinds = outcomes[STOP_AT_M[0]]
-    assert status == "completed"
+    assert status == "visited"
     assert kinds[kinds.index("stop.arrived") :][:3] == [
         "stop.arrived",
         "stop.departed",
-        "stop.completed",
+        "stop.visited",
     ]
 
 

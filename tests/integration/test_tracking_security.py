@@ -32,7 +32,17 @@ from tracker.store import tracking as tracking_store
 
 Json = dict[str, Any]
 FRAME_KEYS = {"type", "v", "time", "tracking"}
-STATE_KEYS = {"destination", "phase", "eta", "approximate", "arrived_at", "done_at", "vehicle"}
+STATE_KEYS = {
+    "destination",
+    "phase",
+    "eta",
+    "eta_earliest",
+    "eta_latest",
+    "approximate",
+    "arrived_at",
+    "done_at",
+    "vehicle",
+}
 
 
 @pytest.fixture

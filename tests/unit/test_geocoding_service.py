@@ -111,6 +111,7 @@ async def test_each_distinct_address_is_asked_once_one_second_apart() -> None:
     assert [q for q, _ in geocoder.asked] == ["Plaça del Poble 1", "Carrer Major 3", "Nowhere 9"]
     times = [t for _, t in geocoder.asked]
     assert [b - a for a, b in itertools.pairwise(times)] == [1.0, 1.0]
+    assert times[0] == 101.0  # a turn starts with one interval's pause (see the service)
     statuses = {i: v.status for i, v in queue.verdicts.items()}
     assert statuses == {1: "resolved", 2: "ambiguous", 3: "resolved", 4: "unresolved"}
     assert (queue.verdicts[3].lat, queue.verdicts[3].lon) == (42.5063, 1.5218)

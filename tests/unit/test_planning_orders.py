@@ -109,6 +109,12 @@ def test_a_new_address_is_geocoded_again_but_the_same_one_is_not() -> None:
     assert (again["geocode_status"], again["lat"]) == ("pending", None)
     same = order_changes({"address": "Carrer Major 3", "notes": "x"}, stored())
     assert "geocode_status" not in same
+    retry = order_changes({"address": "Carrer Major 3"}, stored(geocode_status="unresolved"))
+    assert retry["geocode_status"] == "pending"
+    nothing = order_changes(
+        {"address": "Carrer Major 3"}, stored(geocode_status="unresolved"), geocoder=False
+    )
+    assert nothing["geocode_status"] == "unresolved"
 
 
 def test_shift_bounds_across_midnight_and_daylight_saving() -> None:

@@ -94,6 +94,8 @@ def test_message_carries_only_this_stop_and_no_identifiers() -> None:
         "destination",
         "phase",
         "eta",
+        "eta_earliest",
+        "eta_latest",
         "approximate",
         "arrived_at",
         "done_at",
@@ -318,3 +320,44 @@ def test_after_the_stop_is_done_no_position_ever_again(
         assert msg["vehicle"] is None
         assert msg["phase"] == ("delivered" if outcome == "completed" else "failed")
         assert msg["eta"] is None
+
+
+def test_the_interval_reaches_the_customer_from_the_route_and_from_eta_events() -> None:
+    raw = route_json()
+    lo, hi = NOW + timedelta(minutes=18), NOW + timedelta(minutes=26)
+    raw["stops"][1]["eta_earliest"] = lo.isoformat()
+    raw["stops"][1]["eta_latest"] = hi.isoformat()
+    t = privacy.from_route(raw, STOP_IDS[1])
+    assert t is not None
+    msg = privacy.customer_message(t, VAN, NOW, RULE)
+    assert (msg["eta_earliest"], msg["eta_latest"]) == (lo.isoformat(), hi.isoformat())
+    later = NOW + timedelta(minutes=30)
+    moved = privacy.apply_event(
+        t,
+        event(
+            "stop.eta_changed",
+            1,
+            eta=later.isoformat(),
+            eta_earliest=(later - timedelta(minutes=3)).isoformat(),
+            eta_latest=(later + timedelta(minutes=6)).isoformat(),
+        ),
+    )
+    assert moved.eta == later and moved.eta_latest == later + timedelta(minutes=6)
+
+
+def test_a_stop_driven_past_is_not_the_next_stop() -> None:
+    # Stop 1 was passed by without a visit: its customer is not told "you are next".
+    t = tracked(0)
+    assert privacy.phase(t, NOW, RULE) in (privacy.NEXT_STOP, privacy.ARRIVING)
+    passed = privacy.apply_event(t, event("stop.deferred", 0, passed_m=250.0))
+    assert passed.deferred
+    assert privacy.phase(passed, NOW, RULE) == privacy.OUT_FOR_DELIVERY
+    assert not privacy.vehicle_visible(passed, VAN, NOW, RULE)
+    # The same from a Route JSON that marks it deferred.
+    raw = route_json()
+    raw["stops"][0]["deferred"] = True
+    again = privacy.from_route(raw, STOP_IDS[0])
+    assert again is not None and privacy.phase(again, NOW, RULE) == privacy.OUT_FOR_DELIVERY
+    visited = privacy.apply_event(tracked(1), event("stop.visited", 1, dwell_s=40.0))
+    assert visited.status == "visited" and visited.eta is None
+    assert privacy.phase(visited, NOW, RULE) == privacy.ARRIVED

@@ -48,13 +48,16 @@ def fix(sec: float, x: float, y: float, speed: float | None = None, acc: float |
 
 
 def run(
-    plan: prog.RoutePlan, fixes: Iterable[Fix], state: prog.RouteState | None = None
+    plan: prog.RoutePlan,
+    fixes: Iterable[Fix],
+    state: prog.RouteState | None = None,
+    cfg: prog.EtaConfig = CFG,
 ) -> tuple[prog.RouteState, list[Event], list[prog.Progress]]:
     st = prog.start(plan) if state is None else state
     events: list[Event] = []
     progresses: list[prog.Progress] = []
     for f in fixes:
-        st, evs, p = prog.step(plan, st, f, CFG)
+        st, evs, p = prog.step(plan, st, f, cfg)
         events.extend(evs)
         if p is not None:
             progresses.append(p)
@@ -177,7 +180,7 @@ def test_waiting_at_a_red_light_delays_but_does_not_arrive() -> None:
 # -- arrival, departure, completion -----------------------------------------------------------
 
 
-def test_arrive_dwell_depart_completes_the_stop_and_then_the_route() -> None:
+def test_arrive_dwell_depart_records_a_visit_that_the_driver_completes() -> None:
     r = route(STRAIGHT, [(1000, 0), (2000, 0)], service_s=60.0, radius_m=40.0)
     plan = prog.plan(r)
     fixes = (
@@ -187,7 +190,41 @@ def test_arrive_dwell_depart_completes_the_stop_and_then_the_route() -> None:
         + wait(2000, 262, 30)
         + drive(2000, 2300, 292)
     )
-    st, events, _ = run(plan, fixes)
+    st, events, ps = run(plan, fixes)
+    assert types(events, 10) == [
+        EventType.ETA_CHANGED,
+        EventType.ARRIVING,
+        EventType.ARRIVED,
+        EventType.DEPARTED,
+        EventType.VISITED,
+    ]
+    # Leaving is no proof of delivery: the stops wait for the driver, the route goes on.
+    assert [s.status for s in st.stops] == [StopStatus.VISITED, StopStatus.VISITED]
+    assert EventType.ROUTE_COMPLETED not in types(events)
+    assert ps[-1].next_stop_id is None
+    arrived = next(e for e in events if e.type == EventType.ARRIVED and e.stop_id == 10)
+    departed = next(e for e in events if e.type == EventType.DEPARTED and e.stop_id == 10)
+    assert (arrived.time - T0).total_seconds() == pytest.approx(97.0, abs=5.0)
+    assert departed.data["dwell_s"] == pytest.approx(70.0, abs=8.0)
+    assert all(e.device_id == 7 and e.route_id == 1 for e in events)
+    later = T0 + timedelta(seconds=400)
+    st, done = prog.set_status(plan, st, 10, StopStatus.COMPLETED, later)
+    assert types(done) == [EventType.COMPLETED]
+    st, done = prog.set_status(plan, st, 11, StopStatus.COMPLETED, later)
+    assert types(done) == [EventType.COMPLETED, EventType.ROUTE_COMPLETED]
+
+
+def test_with_auto_complete_on_departure_leaving_completes_the_stop_and_the_route() -> None:
+    r = route(STRAIGHT, [(1000, 0), (2000, 0)], service_s=60.0, radius_m=40.0)
+    plan = prog.plan(r)
+    fixes = (
+        drive(0, 1000, 0)
+        + wait(1000, 101, 60, jitter=3.0)
+        + drive(1000, 2000, 161)
+        + wait(2000, 262, 30)
+        + drive(2000, 2300, 292)
+    )
+    st, events, _ = run(plan, fixes, cfg=prog.EtaConfig(auto_complete="departure"))
     assert types(events, 10) == [
         EventType.ETA_CHANGED,
         EventType.ARRIVING,
@@ -197,11 +234,11 @@ def test_arrive_dwell_depart_completes_the_stop_and_then_the_route() -> None:
     ]
     assert [s.status for s in st.stops] == [StopStatus.COMPLETED, StopStatus.COMPLETED]
     assert types(events)[-1] == EventType.ROUTE_COMPLETED
-    arrived = next(e for e in events if e.type == EventType.ARRIVED and e.stop_id == 10)
-    departed = next(e for e in events if e.type == EventType.DEPARTED and e.stop_id == 10)
-    assert (arrived.time - T0).total_seconds() == pytest.approx(97.0, abs=5.0)
-    assert departed.data["dwell_s"] == pytest.approx(70.0, abs=8.0)
-    assert all(e.device_id == 7 and e.route_id == 1 for e in events)
+
+
+def test_auto_complete_takes_only_known_policies() -> None:
+    with pytest.raises(ValueError, match="auto_complete"):
+        prog.EtaConfig(auto_complete="sometimes")
 
 
 def test_one_wild_fix_does_not_end_a_visit() -> None:
@@ -238,7 +275,7 @@ def test_a_stop_set_back_from_the_road_is_a_visit_not_a_detour() -> None:
     assert EventType.OFF_ROUTE in types(run(detour, fixes)[1])
     _, events, _ = run(plan, fixes)
     assert EventType.OFF_ROUTE not in types(events)
-    assert types(events, 10)[-3:] == [EventType.ARRIVED, EventType.DEPARTED, EventType.COMPLETED]
+    assert types(events, 10)[-3:] == [EventType.ARRIVED, EventType.DEPARTED, EventType.VISITED]
 
 
 def test_the_next_stop_arrives_even_when_reached_by_another_road() -> None:
@@ -673,7 +710,7 @@ def test_visits_longer_than_planned_lengthen_the_service_ahead() -> None:
     plan = prog.plan(r)
     fixes = drive(0, 1000, 0) + wait(1000, 101, 240) + drive(1000, 1500, 341)
     st, _, ps = run(plan, fixes)
-    assert st.stops[0].status == StopStatus.COMPLETED
+    assert st.stops[0].status == StopStatus.VISITED
     assert st.served_s > 240.0 and st.service_planned_s == 60.0
     ignoring = prog.EtaConfig(service_prior_s=math.inf)
     plain = prog.current(plan, st, ps[-1].time, ignoring)

@@ -156,6 +156,8 @@ export function describeEvent(ev, who, stop) {
       return who + " arrived at " + stop;
     case "stop.departed":
       return who + " left " + stop + (isNumber(d.dwell_s) && d.dwell_s >= 1 ? " after " + formatDuration(d.dwell_s) : "");
+    case "stop.visited":
+      return who + " visited " + stop + " (to be completed by the driver)";
     case "stop.completed":
       return who + " completed " + stop;
     case "stop.failed":

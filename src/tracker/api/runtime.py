@@ -25,6 +25,7 @@ from tracker.services.auth import Authenticator
 from tracker.services.delivery import WebhookSender
 from tracker.services.geocoding import GeocodingService, NominatimClient
 from tracker.services.ingest import IngestService
+from tracker.services.learning import LearningService
 from tracker.services.notifications import MessageSender, Notifications, channels
 from tracker.services.planning import PlanningService
 from tracker.services.replanning import ReplanningService
@@ -63,6 +64,7 @@ class Runtime:
     notifications: Notifications
     messages: MessageSender
     bodies: BodyGuard
+    learning: LearningService
     geocoding: GeocodingService | None = None  # None: no TRACKER_GEOCODER_URL
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -96,7 +98,10 @@ class Runtime:
         bus.on_resumed(auth.on_bus_resumed)
         ingest = IngestService(writer, bus, cfg)
         routing = RoutingService(
-            pool, bus, EtaConfig(arriving_s=settings.arriving_s), settings.route_cache_s
+            pool,
+            bus,
+            EtaConfig(arriving_s=settings.arriving_s, auto_complete=settings.auto_complete),
+            settings.route_cache_s,
         )
         ingest.after_commit.append(routing.on_commit)
         # Webhook deliveries are queued in the transaction that stores the events.
@@ -137,6 +142,7 @@ class Runtime:
             bodies=BodyGuard(
                 settings.body_timeout_s, settings.max_anonymous_bodies, settings.retry_after_s
             ),
+            learning=LearningService(pool, settings.learn_interval_s),
         )
         if settings.geocoder_url:
             rt.geocoding = GeocodingService(
@@ -154,6 +160,8 @@ class Runtime:
         proof_days = settings.proof_retention_days or settings.retention_days
         if proof_days > 0:
             rt.spawn(rt._purge_proofs(proof_days), "proof-retention")
+        if settings.learn_interval_s > 0:
+            rt.spawn(rt.learning.run(), "learning")
         if settings.retention_days > 0:
             rt.spawn(
                 retention.keep_pruning(

@@ -3,7 +3,8 @@
 - `GET /api/v1/keys` → `{"keys": [{id, name, role, enabled, created_at, revoked_at}]}`.
 - `POST /api/v1/keys` `{"name", "role"?}` → 201 with the key, shown only in this reply.
 - `POST /api/v1/keys/{id}/revoke` → 200: the key stops opening anything on every instance
-  (its sessions end, its open maps are disconnected); revoking again changes nothing. Keys are never deleted: the list keeps who had access until when.
+  (its sessions end, its open maps are disconnected); revoking again changes nothing.
+  Keys are never deleted: the list keeps who had access until when.
 """
 
 from __future__ import annotations

@@ -71,16 +71,22 @@ class Reject:
 
 
 class StopStatus:
-    """The life of a stop: pending -> arrived -> completed | failed | skipped."""
+    """The life of a stop: pending -> arrived -> visited -> completed | failed | skipped.
+
+    `visited`: the vehicle came and left (its geofence says so) but nobody has closed the
+    stop yet; the driver or dispatcher completes it (or fails it), unless the company lets
+    departure complete stops (EtaConfig.auto_complete).
+    """
 
     PENDING = "pending"
     ARRIVED = "arrived"
+    VISITED = "visited"
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
 
     DONE = frozenset({COMPLETED, FAILED, SKIPPED})
-    ALL = frozenset({PENDING, ARRIVED, COMPLETED, FAILED, SKIPPED})
+    ALL = frozenset({PENDING, ARRIVED, VISITED, COMPLETED, FAILED, SKIPPED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +132,7 @@ class EventType:
     ARRIVING = "stop.arriving"
     ARRIVED = "stop.arrived"
     DEPARTED = "stop.departed"
+    VISITED = "stop.visited"  # departed from an arrival nobody closed: waits to be completed
     DEFERRED = "stop.deferred"  # passed by without a visit; now expected after the others
     COMPLETED = "stop.completed"
     FAILED = "stop.failed"

@@ -101,6 +101,12 @@ class TrackedStop:
     done_at: datetime | None
     # (stop id, status) of every stop sequenced before this one, in order.
     ahead: tuple[tuple[int, str], ...]
+    # The ETA's 80 % interval ("between 10:40 and 10:50").
+    eta_earliest: datetime | None = None
+    eta_latest: datetime | None = None
+    # Passed by without a visit: the vehicle serves other stops first, so this one is not
+    # "the next stop" whatever the sequence says.
+    deferred: bool = False
 
     @property
     def done(self) -> bool:
@@ -157,6 +163,9 @@ def from_route(route: Mapping[str, Any], stop_id: int) -> TrackedStop | None:
         arrived_at=_time(own.get("arrived_at")),
         done_at=_time(own.get("completed_at")) if status in StopStatus.DONE else None,
         ahead=tuple((int(s["id"]), str(s.get("status"))) for s in stops[:k]),
+        eta_earliest=_time(own.get("eta_earliest")) if status == StopStatus.PENDING else None,
+        eta_latest=_time(own.get("eta_latest")) if status == StopStatus.PENDING else None,
+        deferred=bool(own.get("deferred")) and status == StopStatus.PENDING,
     )
 
 
@@ -194,12 +203,22 @@ def merge_route(tracked: TrackedStop, route: Mapping[str, Any]) -> TrackedStop:
             merged,
             status=fresh.status,
             eta=fresh.eta,
+            eta_earliest=fresh.eta_earliest,
+            eta_latest=fresh.eta_latest,
+            deferred=fresh.deferred,
             arrived_at=fresh.arrived_at or tracked.arrived_at,
             done_at=fresh.done_at,
         )
     if fresh.status == tracked.status:
         # Same status: the summary's ETA is the newer one.
-        return replace(merged, eta=fresh.eta, arrived_at=fresh.arrived_at or tracked.arrived_at)
+        return replace(
+            merged,
+            eta=fresh.eta,
+            eta_earliest=fresh.eta_earliest,
+            eta_latest=fresh.eta_latest,
+            deferred=fresh.deferred,
+            arrived_at=fresh.arrived_at or tracked.arrived_at,
+        )
     return merged
 
 
@@ -224,16 +243,26 @@ def apply_event(tracked: TrackedStop, event: Mapping[str, Any]) -> TrackedStop:
         new = _forward(tracked.status, status)
         if new == tracked.status:
             return tracked
+        gone = {"eta": None, "eta_earliest": None, "eta_latest": None, "deferred": False}
         if new == StopStatus.ARRIVED:
-            return replace(tracked, status=new, eta=None, arrived_at=when)
+            return replace(tracked, status=new, arrived_at=when, **gone)  # type: ignore[arg-type]
         if new == VISITED:
-            return replace(tracked, status=new, eta=None, arrived_at=tracked.arrived_at or when)
-        return replace(tracked, status=new, eta=None, done_at=when)
+            return replace(tracked, status=new, arrived_at=tracked.arrived_at or when, **gone)  # type: ignore[arg-type]
+        return replace(tracked, status=new, done_at=when, **gone)  # type: ignore[arg-type]
     if kind in (EventType.ETA_CHANGED, EventType.ARRIVING) and tracked.status == StopStatus.PENDING:
         data = event.get("data")
-        eta = _time(data.get("eta")) if isinstance(data, Mapping) else None
+        if not isinstance(data, Mapping):
+            return tracked
+        eta = _time(data.get("eta"))
         if eta is not None:
-            return replace(tracked, eta=eta)
+            return replace(
+                tracked,
+                eta=eta,
+                eta_earliest=_time(data.get("eta_earliest")),
+                eta_latest=_time(data.get("eta_latest")),
+            )
+    if kind == EventType.DEFERRED and tracked.status == StopStatus.PENDING:
+        return replace(tracked, deferred=True)
     return tracked
 
 
@@ -262,7 +291,7 @@ def phase(tracked: TrackedStop, now: datetime, rule: Rule) -> str:
         return ARRIVED
     if not started(tracked, now):
         return SCHEDULED
-    if stops_away(tracked) > 0:
+    if stops_away(tracked) > 0 or tracked.deferred:
         return OUT_FOR_DELIVERY
     if tracked.eta is not None and tracked.eta - now <= timedelta(seconds=rule.arriving_s):
         return ARRIVING
@@ -292,6 +321,8 @@ def vehicle_visible(
         return False
     if tracked.status == StopStatus.ARRIVED:
         return True
+    if tracked.status == StopStatus.VISITED or tracked.deferred:
+        return False  # gone on to other stops
     return started(tracked, now) and stops_away(tracked) <= rule.max_stops_away
 
 
@@ -325,6 +356,10 @@ def customer_message(
         },
         "phase": current,
         "eta": _iso(tracked.eta) if tracked.status == StopStatus.PENDING else None,
+        "eta_earliest": _iso(tracked.eta_earliest)
+        if tracked.status == StopStatus.PENDING
+        else None,
+        "eta_latest": _iso(tracked.eta_latest) if tracked.status == StopStatus.PENDING else None,
         # The ETA was measured along straight lines (the route has no planned path).
         "approximate": tracked.straight_line,
         "arrived_at": _iso(tracked.arrived_at),

@@ -31,6 +31,7 @@ SUBSCRIBABLE = frozenset(
         EventType.ETA_CHANGED,
         EventType.ARRIVING,
         EventType.ARRIVED,
+        EventType.VISITED,
         EventType.COMPLETED,
         EventType.FAILED,
         EventType.SKIPPED,

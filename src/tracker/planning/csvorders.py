@@ -202,13 +202,11 @@ class _Row:
             if not part:
                 continue
             # ISO 8601 intervals are start/end; times of day may be written 09:00-12:00.
-            bounds = (
-                part.split("/")
-                if "/" in part
-                else part.split("-")
-                if re.fullmatch(r"[\d:]+\s*-\s*[\d:]+", part)
-                else []
-            )
+            bounds: list[str] = []
+            if "/" in part:
+                bounds = part.split("/")
+            elif re.fullmatch(r"[\d:]+\s*-\s*[\d:]+", part):
+                bounds = part.split("-")
             if len(bounds) != 2:
                 self.fail("windows", f"{part[:40]!r} is not start/end or HH:MM-HH:MM")
                 continue

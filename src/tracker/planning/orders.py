@@ -190,7 +190,8 @@ def _local_day(data: Mapping[str, Any], windows: list[Window]) -> Any:
 def order_changes(data: Mapping[str, Any], current: Order, geocoder: bool = True) -> dict[str, Any]:
     """A PATCH checked against the stored order. Coordinates given → `given`; `candidate`
     (an index into the geocoder's candidates) → that candidate, `resolved`; a new address
-    without coordinates → geocoded again."""
+    without coordinates, or the address of an `unresolved` order sent again → geocoded
+    again."""
     check = Checker(data)
     check.unknown((*FIELDS, "candidate"))
     values = _common(check)
@@ -214,7 +215,11 @@ def order_changes(data: Mapping[str, Any], current: Order, geocoder: bool = True
         values["geocode_status"] = RESOLVED
     elif "lat" in values:
         values["geocode_status"] = GIVEN
-    elif "address" in values and values["address"] != current.address:
+    elif "address" in values and (
+        values["address"] != current.address or current.geocode_status == UNRESOLVED
+    ):
+        # A new address, or the same one sent again for an order nothing was found for
+        # (say, once a geocoder is configured): ask again.
         if not values["address"]:
             raise_one("address", "an order without coordinates needs an address")
         values["lat"] = values["lon"] = None

@@ -177,6 +177,9 @@ class GeocodingService:
         async with self.queue.turn() as session:
             if session is None:
                 return 0  # another instance is on it
+            # Another instance may have asked just before handing over the queue: the first
+            # request of a turn waits one interval too, so the pace holds across instances.
+            self._last_request = max(self._last_request, self.clock())
             while batch := await session.pending(BATCH):
                 for order in batch:
                     try:

@@ -37,7 +37,7 @@ from tracker.store import plans as store
 from tracker.store import routes as route_store
 
 DONE = frozenset({StopStatus.COMPLETED, StopStatus.FAILED, StopStatus.SKIPPED})
-CANDIDATE_ROUTES = 6  # routes nearest to a new order that are priced for it
+CANDIDATE_ROUTES = 4  # routes nearest to a new order that are priced for it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from tracker.core.route.progress import EtaConfig, RoutePlan, RouteState
 from tracker.live.bus import Bus
 from tracker.live.hub import Hub
 from tracker.store import dispatch_board
+from tracker.store import learning as learned
 from tracker.store import routes as store
 from tracker.store.devices import Device
 
@@ -147,6 +148,9 @@ def stop_values(
                 arrived_at=_when(st.arrived_s),
                 completed_at=_when(st.done_s),
                 eta=eta.eta,
+                eta_earliest=eta.eta_earliest,
+                eta_latest=eta.eta_latest,
+                deferred=k in state.deferred,
             )
         )
     return out
@@ -276,7 +280,7 @@ class RoutingService:
                 straight_line=straight_line,
             )
             try:
-                plan = progress.plan(route)
+                plan = progress.plan(route, await learned.snapshot(conn, route.path))
             except ValueError as exc:
                 raise RouteInvalid(str(exc)) from exc
             state = progress.start(plan)
@@ -293,6 +297,7 @@ class RoutingService:
             )
             if ended:
                 await self._store_events(conn, device.unique_id, ended)
+            await store.save_stops(conn, route_id, stop_values(plan, state, etas))  # intervals
             body = await store.route_by_id(conn, route_id)
         assert body is not None
         self._keep_plan(route_id, plan)
@@ -371,7 +376,8 @@ class RoutingService:
         if cached is not None and cached[0] == revision:
             self._plans.move_to_end(route_id)
             return cached[1]
-        plan = progress.plan(await store.load_route(conn, route_id))
+        route = await store.load_route(conn, route_id)
+        plan = progress.plan(route, await learned.snapshot(conn, route.path))
         self._keep_plan(route_id, plan, revision)
         return plan
 

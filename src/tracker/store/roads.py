@@ -176,10 +176,13 @@ async def snap(
 
 
 # Up to this many distinct vertices pgRouting computes the matrix itself; beyond, its
-# many-to-many search grows too slow (measured on the Andorra network: 200 vertices 1.2 s,
-# 400 vertices 6.6 s, 718 vertices past 30 s), so the same edges with the same costs are
-# searched with SciPy's compiled Dijkstra (one search per source) instead.
-PGR_MATRIX_MAX = 150
+# many-to-many search grows too slow (measured on the Andorra network on a loaded machine:
+# 200 vertices 1.2 s, 400 vertices 6.6 s, 718 vertices past 30 s), so the same edges with
+# the same costs are searched with SciPy's compiled Dijkstra (one search per source,
+# milliseconds) over the graph kept in memory per imported network.
+PGR_MATRIX_MAX = 25
+# (database, import id, import time) -> (vertex ids, graph): one network at a time.
+_GRAPHS: dict[tuple[str, int, datetime], tuple[np.ndarray, csr_matrix]] = {}
 
 
 async def cost_matrix(
@@ -219,23 +222,35 @@ async def pgr_matrix(conn: asyncpg.Connection | asyncpg.Pool, unique: Sequence[i
 async def _graph_matrix(
     conn: asyncpg.Connection | asyncpg.Pool, unique: Sequence[int]
 ) -> np.ndarray:
-    rows = await conn.fetch(
-        "SELECT source, target, cost_s, reverse_cost_s FROM road_edges WHERE main"
+    row = await conn.fetchrow(
+        "SELECT current_database() AS db, id, imported_at FROM road_imports "
+        "ORDER BY id DESC LIMIT 1"
     )
-    src = np.array([r["source"] for r in rows], dtype=np.int64)
-    dst = np.array([r["target"] for r in rows], dtype=np.int64)
-    fwd = np.array([r["cost_s"] for r in rows], dtype=float)
-    rev = np.array([r["reverse_cost_s"] for r in rows], dtype=float)
-    return graph_matrix(src, dst, fwd, rev, unique)
+    current = None if row is None else (row["db"], row["id"], row["imported_at"])
+    graph = _GRAPHS.get(current) if current is not None else None
+    if graph is None:
+        rows = await conn.fetch(
+            "SELECT source, target, cost_s, reverse_cost_s FROM road_edges WHERE main"
+        )
+        graph = build_graph(
+            np.array([r["source"] for r in rows], dtype=np.int64),
+            np.array([r["target"] for r in rows], dtype=np.int64),
+            np.array([r["cost_s"] for r in rows], dtype=float),
+            np.array([r["reverse_cost_s"] for r in rows], dtype=float),
+        )
+        if current is not None:
+            if len(_GRAPHS) > 4:
+                _GRAPHS.clear()
+            _GRAPHS[current] = graph
+    return graph_matrix(graph, unique)
 
 
-def graph_matrix(
-    src: np.ndarray, dst: np.ndarray, fwd: np.ndarray, rev: np.ndarray, unique: Sequence[int]
-) -> np.ndarray:
-    """Directed shortest times between `unique` vertices over edges with forward and
-    reverse costs (negative = closed), as pgRouting reads them."""
-    ids = np.unique(np.concatenate([src, dst, np.asarray(unique, dtype=np.int64)]))
-    index = {int(v): k for k, v in enumerate(ids)}
+def build_graph(
+    src: np.ndarray, dst: np.ndarray, fwd: np.ndarray, rev: np.ndarray
+) -> tuple[np.ndarray, csr_matrix]:
+    """Vertex ids and the directed graph of edges with forward and reverse costs
+    (negative = closed), as pgRouting reads them."""
+    ids = np.unique(np.concatenate([src, dst]))
     a = np.searchsorted(ids, src)
     b = np.searchsorted(ids, dst)
     open_f, open_r = fwd >= 0, rev >= 0
@@ -245,10 +260,21 @@ def graph_matrix(
     # csgraph reads an explicit 0 as "no edge": a zero-cost edge becomes a tiny one.
     costs = np.maximum(costs, 1e-9)
     # Parallel edges would sum in a sparse matrix: keep the cheapest of each pair.
-    graph = _cheapest(tails, heads, costs, len(ids))
-    picks = np.array([index[int(v)] for v in unique])
-    dist = dijkstra(graph, directed=True, indices=picks)
-    out: np.ndarray = dist[:, picks]
+    return ids, _cheapest(tails, heads, costs, len(ids))
+
+
+def graph_matrix(graph: tuple[np.ndarray, csr_matrix], unique: Sequence[int]) -> np.ndarray:
+    """Shortest times between `unique` vertices; inf for a vertex off the graph."""
+    ids, csr = graph
+    wanted = np.asarray(unique, dtype=np.int64)
+    at = np.searchsorted(ids, wanted)
+    known = (at < len(ids)) & (ids[np.minimum(at, len(ids) - 1)] == wanted)
+    out = np.full((len(wanted), len(wanted)), np.inf)
+    np.fill_diagonal(out, 0.0)
+    rows = np.nonzero(known)[0]
+    if len(rows):
+        dist = dijkstra(csr, directed=True, indices=at[rows])
+        out[np.ix_(rows, rows)] = dist[:, at[rows]]
     return out
 
 

@@ -48,6 +48,9 @@ class StopValues:
     arrived_at: datetime | None
     completed_at: datetime | None
     eta: datetime | None
+    eta_earliest: datetime | None = None  # the ETA's 80 % interval
+    eta_latest: datetime | None = None
+    deferred: bool = False  # passed by without a visit, expected after the others
 
 
 async def lock_device(conn: asyncpg.Connection, device_id: int) -> None:
@@ -298,10 +301,14 @@ async def save_stops(conn: asyncpg.Connection, route_id: int, stops: Sequence[St
     await conn.execute(
         """
         UPDATE stops SET status = v.status, reason = v.reason, arrived_at = v.arrived_at,
-                         completed_at = v.completed_at, eta = v.eta
+                         completed_at = v.completed_at, eta = v.eta,
+                         eta_earliest = v.eta_earliest, eta_latest = v.eta_latest,
+                         deferred = v.deferred
         FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
-                    $6::timestamptz[], $7::timestamptz[])
-             AS v(id, status, reason, arrived_at, completed_at, eta)
+                    $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[],
+                    $10::boolean[])
+             AS v(id, status, reason, arrived_at, completed_at, eta, eta_earliest, eta_latest,
+                  deferred)
         WHERE stops.id = v.id AND stops.route_id = $1
         """,
         route_id,
@@ -311,6 +318,9 @@ async def save_stops(conn: asyncpg.Connection, route_id: int, stops: Sequence[St
         [s.arrived_at for s in stops],
         [s.completed_at for s in stops],
         [s.eta for s in stops],
+        [s.eta_earliest for s in stops],
+        [s.eta_latest for s in stops],
+        [s.deferred for s in stops],
     )
 
 
@@ -349,7 +359,8 @@ SELECT route_id, id, seq, name, recipient, ST_Y(location::geometry) AS lat,
        address, phone, email, notes, language, parcels, proof_required, reschedule_windows,
        pickup_points, instructions, safe_place, outcome,
        ST_X(location::geometry) AS lon, radius_m, service_s, planned_arrival, window_start,
-       window_end, status, eta, arrived_at, completed_at, reason
+       window_end, status, eta, eta_earliest, eta_latest, deferred, arrived_at, completed_at,
+       reason
 FROM stops
 """
 
@@ -375,6 +386,9 @@ def route_json(route: asyncpg.Record, stops: Sequence[asyncpg.Record]) -> JsonDi
             "window_end": _iso(s["window_end"]),
             "status": s["status"],
             "eta": _iso(s["eta"]),
+            "eta_earliest": _iso(s["eta_earliest"]),
+            "eta_latest": _iso(s["eta_latest"]),
+            "deferred": s["deferred"],
             "arrived_at": _iso(s["arrived_at"]),
             "completed_at": _iso(s["completed_at"]),
             "reason": s["reason"],
@@ -399,9 +413,12 @@ def route_json(route: asyncpg.Record, stops: Sequence[asyncpg.Record]) -> JsonDi
         for s in stops
     ]
     # The stop being served, else the first one still to visit: what a map highlights.
+    # A stop passed by without a visit (deferred) comes after the others.
     next_stop = next((s["id"] for s in stop_list if s["status"] == "arrived"), None)
     if next_stop is None:
-        next_stop = next((s["id"] for s in stop_list if s["status"] == "pending"), None)
+        pending = [s for s in stop_list if s["status"] == "pending"]
+        first = next((s for s in pending if not s["deferred"]), pending[0] if pending else None)
+        next_stop = None if first is None else first["id"]
     return {
         "id": route["id"],
         "device": route["device"],

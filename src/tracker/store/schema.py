@@ -25,6 +25,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     Time,
@@ -130,6 +131,8 @@ routes = Table(
     Column("revision", Integer, nullable=False, server_default=text("0")),
     # sql/009_workspace.sql: why a route ended early ('cancelled' or 'replaced').
     Column("ended_reason", Text),
+    # sql/005_eta_learning.sql: when its drive was folded into learned_cells.
+    Column("learned_at", Timestamp),
     CheckConstraint("status IN ('active', 'completed', 'cancelled')"),
     Index(
         "routes_active_by_device",
@@ -138,6 +141,24 @@ routes = Table(
         postgresql_where=text("status = 'active'"),
     ),
     Index("routes_by_planned_start", text("planned_start DESC"), text("id DESC")),
+    Index("routes_to_learn", "id", postgresql_where=text("learned_at IS NULL")),
+)
+
+# sql/005_eta_learning.sql: travel time learned from stored drives, by cell, heading and
+# hour of the week.
+learned_cells = Table(
+    "learned_cells",
+    metadata,
+    Column("cell_y", Integer, primary_key=True),
+    Column("cell_x", Integer, primary_key=True),
+    Column("heading", SmallInteger, primary_key=True),
+    Column("hour_of_week", SmallInteger, primary_key=True),
+    Column("passes", Integer, nullable=False),
+    Column("sum_log_pace", Double, nullable=False),
+    Column("sum_log_pace2", Double, nullable=False),
+    CheckConstraint("heading BETWEEN 0 AND 7"),
+    CheckConstraint("hour_of_week BETWEEN 0 AND 167"),
+    CheckConstraint("passes > 0"),
 )
 
 stops = Table(
@@ -159,6 +180,10 @@ stops = Table(
     Column("arrived_at", Timestamp),
     Column("completed_at", Timestamp),
     Column("eta", Timestamp),
+    # sql/005_eta_learning.sql: the ETA's 80 % interval; passed by without a visit.
+    Column("eta_earliest", Timestamp),
+    Column("eta_latest", Timestamp),
+    Column("deferred", Boolean, nullable=False, server_default=text("false")),
     # sql/003_tracking.sql: the customer link's token digest and when the stop became done.
     Column("tracking_hash", LargeBinary),
     Column("done_at", Timestamp),
@@ -183,7 +208,9 @@ stops = Table(
     UniqueConstraint("route_id", "seq"),
     CheckConstraint("service_s >= 0"),
     CheckConstraint("radius_m > 0"),
-    CheckConstraint("status IN ('pending', 'arrived', 'completed', 'failed', 'skipped')"),
+    CheckConstraint(
+        "status IN ('pending', 'arrived', 'visited', 'completed', 'failed', 'skipped')"
+    ),
     CheckConstraint("window_end IS NULL OR window_start IS NULL OR window_end >= window_start"),
     CheckConstraint("octet_length(tracking_hash) = 32"),
     CheckConstraint("octet_length(tracking_salt) = 16"),
@@ -430,6 +457,7 @@ plans = Table(
     CheckConstraint("status IN ('proposed', 'dispatched')"),
     Index("plans_by_date", "date", "id"),
 )
+
 
 # Sign-in sessions (sql/008_hardening.sql): the cookie's random id is kept as its digest.
 sessions = Table(

@@ -118,6 +118,21 @@ def _key_add(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _learn(args: argparse.Namespace) -> int:
+    from tracker.services.learning import LearningService
+    from tracker.store.db import create_pool
+
+    async def run() -> int:
+        pool = await create_pool(Settings.from_env().database_url, 1)
+        try:
+            return await LearningService(pool, 0.0, args.quiet_s).learn_once()
+        finally:
+            await pool.close()
+
+    print(f"learned travel times from {asyncio.run(run())} drives")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="tracker", description=__doc__)
@@ -141,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", help="create the database if needed and apply migrations")
     mig.set_defaults(func=_migrate)
+
+    learn = sub.add_parser(
+        "learn",
+        help="learn travel times from the drives that are over, once",
+    )
+    learn.add_argument(
+        "--quiet-s",
+        type=float,
+        default=1800.0,
+        help="an active route whose last fix is this old is over (default 1800)",
+    )
+    learn.set_defaults(func=_learn)
 
     device = sub.add_parser("device", help="manage devices")
     dsub = device.add_subparsers(dest="device_command", required=True)
