@@ -25,7 +25,8 @@ export function stopRisk(stop, nowMs) {
   const planned = ms(stop.planned_arrival);
   const lateAt = end !== null ? end : planned !== null ? planned + PLANNED_LATE_S * 1000 : null;
   const riskAt = end !== null ? end - AT_RISK_S * 1000 : planned !== null ? planned + PLANNED_AT_RISK_S * 1000 : null;
-  if (status === "arrived" || status === "completed") {
+  // A stop the van dwelt at (stop.visited) is served as far as the window goes.
+  if (status === "arrived" || status === "completed" || stop.status === "visited") {
     const at = ms(stop.arrived_at) || ms(stop.completed_at);
     return lateAt !== null && at !== null && at > lateAt ? "late" : "on_time";
   }
