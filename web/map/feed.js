@@ -96,7 +96,9 @@ EventFeed.prototype.setVans = function (vans) {
 
 /** Note one event; `who` and `stop` are the names it is told with (known now). */
 EventFeed.prototype.add = function (ev, who, stop) {
-  this.keys.add(eventKey(ev));
+  var key = eventKey(ev);
+  if (this.keys.has(key)) return; // already listed from the stored history
+  this.keys.add(key);
   this.entries.unshift({
     type: ev.type,
     device: ev.device,
