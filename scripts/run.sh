@@ -19,6 +19,9 @@ done
 echo
 echo "  tracker is running:   http://127.0.0.1:$PORT/"
 echo "  admin token:          $TRACKER_ADMIN_TOKEN   (paste it into the map's sign-in)"
+echo "  plan a day:           http://127.0.0.1:$PORT/plan"
+echo "  devices, keys, routes: http://127.0.0.1:$PORT/manage"
+echo "  API reference:        http://127.0.0.1:$PORT/docs"
 echo
 if [ "${DEMO_DRIVERS:-5}" != 0 ] && .venv/bin/tracker simulate --help >/dev/null 2>&1; then
     .venv/bin/tracker simulate --url "http://127.0.0.1:$PORT" --admin-token="$TRACKER_ADMIN_TOKEN" \

@@ -359,6 +359,13 @@ class Settings:
         "TRACKER_WS_MAX_PER_TOKEN",
         "WebSocket clients one credential may hold open per process (0 = no limit)",
     )
+    # -- workspace: customer links a dispatcher can list again --------------------------------
+    link_secret: str | None = _setting(
+        None,
+        "TRACKER_LINK_SECRET",
+        "derives customer tracking links so dispatchers can list them on a route; unset: "
+        "a link is shown only when it is made",
+    )
     # Hardening (issue 15, harden-a): webhook destinations, token caches, slow bodies.
     webhook_allow_cidrs: str = _setting(
         "",

@@ -23,8 +23,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.abuse.conftest import HOOK_URL, OWNER_ID, Fleet, route_body
+from tests.abuse.conftest import HOOK_URL, OWNER_ID, SPARE_ID, Fleet, route_body
 from tests.abuse.test_openapi import app_operations
+from tests.conftest import add_device
 from tracker.api.guards import SESSION_COOKIE
 from tracker.core import tokens
 
@@ -58,10 +59,19 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("GET", "/api/v1/devices/{device}/positions"): STAFF,
     ("POST", "/api/v1/routes"): (401, 401, 401, 401, 201, 201),
     # Each device gets its own route only; the other device has none.
+    ("GET", "/api/v1/routes"): STAFF,
     ("GET", "/api/v1/routes/current"): (401, 200, 404, 401, 401, 401),
     ("GET", "/api/v1/routes/{route_id}"): (401, 200, 403, 401, 200, 200),
     ("PATCH", "/api/v1/routes/{route_id}/stops/{stop_id}"): (401, 200, 403, 401, 200, 200),
     ("POST", "/api/v1/routes/{route_id}/stops/{stop_id}/tracking"): STAFF,
+    ("POST", "/api/v1/routes/{route_id}/cancel"): STAFF,
+    ("POST", "/api/v1/routes/{route_id}/reassign"): STAFF,
+    ("GET", "/api/v1/routes/{route_id}/path"): (401, 200, 403, 401, 200, 200),
+    ("GET", "/api/v1/events"): STAFF,
+    ("GET", "/api/v1/keys"): ADMIN,
+    ("POST", "/api/v1/keys"): (401, 401, 401, 401, 403, 201),
+    ("POST", "/api/v1/keys/{key_id}/revoke"): ADMIN,
+    ("POST", "/api/v1/devices/{device}/token"): ADMIN,
     # The link is the credential; whatever else is put there is an unknown link.
     ("GET", "/t/{token}"): (404, 404, 404, 200, 404, 404),
     ("GET", "/api/v1/webhooks"): STAFF,
@@ -95,6 +105,11 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("GET", "/"): PUBLIC,
     ("GET", "/map"): PUBLIC,
     ("GET", "/driver"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/manage"): PUBLIC,
+    ("GET", "/plan"): PUBLIC,
+    ("GET", "/static/vendor/polyline/{path}"): PUBLIC,
+    ("GET", "/static/vendor/swagger-ui/{path}"): PUBLIC,
     ("GET", "/static/{path}"): PUBLIC,
     ("GET", "/static/vendor/leaflet/{path}"): PUBLIC,
     # Planning (staff). Re-planning is asked about things that do not exist: the guard
@@ -316,7 +331,37 @@ def new_device() -> dict[str, Any]:
 
 
 def new_route() -> dict[str, Any]:
-    return route_body(OWNER_ID)
+    # The spare van's: a new route ends the van's old one, and the owner's must stay.
+    return route_body(SPARE_ID)
+
+
+async def fresh_route(fleet: Fleet) -> int:
+    """A route of the spare van that a request may cancel or move."""
+    async with fleet.server.admin() as client:
+        r = await client.post("/api/v1/routes", json=route_body(SPARE_ID))
+    assert r.status_code == 201, r.text
+    route_id: int = r.json()["id"]
+    return route_id
+
+
+async def cancel_fresh_route(fleet: Fleet, token: str | None) -> Call:
+    return Call("POST", f"/api/v1/routes/{await fresh_route(fleet)}/cancel", bearer(token))
+
+
+async def reassign_fresh_route(fleet: Fleet, token: str | None) -> Call:
+    """Hands the spare van's fresh route to a van of its own (the other van must keep
+    having no route)."""
+    url = f"/api/v1/routes/{await fresh_route(fleet)}/reassign"
+    van = await add_device(fleet.server, "Reassigned van")
+    return Call("POST", url, bearer(token), json={"device": van.unique_id})
+
+
+async def revoke_fresh_key(fleet: Fleet, token: str | None) -> Call:
+    """Revoking needs a key nobody else uses: one per request."""
+    async with fleet.server.admin() as client:
+        r = await client.post("/api/v1/keys", json={"name": "to revoke"})
+    assert r.status_code == 201, r.text
+    return Call("POST", f"/api/v1/keys/{r.json()['id']}/revoke", bearer(token))
 
 
 HOOK = {"url": HOOK_URL, "events": ["stop.completed"]}
@@ -445,6 +490,18 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("POST", "/api/v1/routes/{route_id}/stops/{stop_id}/tracking"): with_bearer(
         "POST", "/api/v1/routes/{route_id}/stops/{spare_stop_id}/tracking"
     ),
+    ("GET", "/api/v1/routes"): with_bearer("GET", "/api/v1/routes"),
+    ("POST", "/api/v1/routes/{route_id}/cancel"): cancel_fresh_route,
+    ("POST", "/api/v1/routes/{route_id}/reassign"): reassign_fresh_route,
+    ("GET", "/api/v1/routes/{route_id}/path"): with_bearer("GET", "/api/v1/routes/{route_id}/path"),
+    ("GET", "/api/v1/events"): with_bearer("GET", "/api/v1/events"),
+    ("GET", "/api/v1/keys"): with_bearer("GET", "/api/v1/keys"),
+    ("POST", "/api/v1/keys"): with_bearer("POST", "/api/v1/keys", {"name": "matrix key"}),
+    ("POST", "/api/v1/keys/{key_id}/revoke"): revoke_fresh_key,
+    # The spare van's: rotating the owner's token would lock out its other cells.
+    ("POST", "/api/v1/devices/{device}/token"): with_bearer(
+        "POST", f"/api/v1/devices/{SPARE_ID}/token"
+    ),
     ("GET", "/t/{token}"): tracking_page,
     ("GET", "/api/v1/webhooks"): with_bearer("GET", "/api/v1/webhooks"),
     ("POST", "/api/v1/webhooks"): with_bearer("POST", "/api/v1/webhooks", HOOK),
@@ -489,6 +546,15 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("GET", "/"): with_bearer("GET", "/"),
     ("GET", "/map"): with_bearer("GET", "/map"),
     ("GET", "/driver"): with_bearer("GET", "/driver"),
+    ("GET", "/docs"): with_bearer("GET", "/docs"),
+    ("GET", "/manage"): with_bearer("GET", "/manage"),
+    ("GET", "/plan"): with_bearer("GET", "/plan"),
+    ("GET", "/static/vendor/polyline/{path}"): with_bearer(
+        "GET", "/static/vendor/polyline/index.esm.js"
+    ),
+    ("GET", "/static/vendor/swagger-ui/{path}"): with_bearer(
+        "GET", "/static/vendor/swagger-ui/swagger-ui-bundle.js"
+    ),
     ("GET", "/static/{path}"): with_bearer("GET", "/static/map.js"),
     ("GET", "/static/vendor/leaflet/{path}"): with_bearer(
         "GET", "/static/vendor/leaflet/leaflet.js"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 
-from tests.conftest import Server, ServerFactory
+from tests.conftest import Server, ServerFactory, own_database
 from tracker.core.model import Fix
 from tracker.tools import tracks
 
@@ -80,6 +80,13 @@ def drive() -> list[Fix]:
 
 
 @pytest.fixture
-async def srv(server_factory: ServerFactory) -> Server:
-    """A server whose map pages use the unreachable test tiles."""
-    return await server_factory(tile_url=TILES, tile_attribution="Test tiles")
+async def srv(server_factory: ServerFactory) -> AsyncIterator[Server]:
+    """A server whose map pages use the unreachable test tiles, on a database of its own:
+    the map's event feed and route board load what is stored (history, every route of the
+    day), so another test's vans and events must not be there."""
+    async with own_database("e2e") as url:
+        server = await server_factory(
+            database_url=url, tile_url=TILES, tile_attribution="Test tiles"
+        )
+        yield server
+        await server.stop()  # before its database goes

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from tests.conftest import ADMIN_TOKEN, Server, ServerFactory
+from tests.conftest import ADMIN_TOKEN, ARTIFACTS, Server, ServerFactory
 from tests.e2e.conftest import TILES, BrowserTab
 from tests.e2e.test_map import (
     TIMEOUT_MS,
@@ -156,3 +156,22 @@ async def test_cli_command_runs_the_fleet(srv: Server, tmp_path: Path) -> None:
     # --speed 5 outruns the default jump filter on the drive's fast stretches: it says so.
     assert "TRACKER_MAX_SPEED_MPS=" in text
     assert await device_ids(srv, prefix) == [f"{prefix}-01", f"{prefix}-02"]
+
+
+async def test_demo_routes_draw_road_lines_the_cars_follow(
+    tab: BrowserTab, srv: Server, tmp_path: Path
+) -> None:
+    """`tracker simulate --routes`: each car has a route on the drive's roads; the selected
+    car's line splits into a part driven and a part ahead as it moves."""
+    page = await open_signed_in(tab, srv)
+    cfg = config(srv, tmp_path, duration_s=12.0, speed=5.0, drivers=2, routes=True)
+    replay = asyncio.create_task(run(cfg))
+    first = page.locator(f'.vehicle-item[data-id="{cfg.prefix}-01"]')
+    await expect(first).to_contain_text("Next:", timeout=TIMEOUT_MS)
+    await first.click()
+    await expect(page.locator("path.route-line-ahead")).to_have_count(1, timeout=TIMEOUT_MS)
+    await expect(page.locator("path.route-line-driven")).to_have_count(1, timeout=15_000)
+    await expect(page.locator("#rc-line")).to_contain_text("km driven")
+    await page.screenshot(path=str(ARTIFACTS / "simulate-routes.png"))
+    stats = await replay
+    assert stats.rejected == 0 and stats.failed == 0

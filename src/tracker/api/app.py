@@ -29,6 +29,7 @@ from tracker.api import (
     throttle,
     tracking,
     webhooks,
+    workspace,
 )
 from tracker.api import metrics as metrics_api
 from tracker.api import plans as plans_api
@@ -127,6 +128,7 @@ def routes() -> list[BaseRoute]:
         WebSocketRoute("/ws/track/{token}", tracking.track_feed),
         *sessions.ROUTES,
         WebSocketRoute("/ws/dispatch", live.dispatch_feed),
+        *workspace.ROUTES,
         *ORDER_ROUTES,  # orders, depots, vehicles
         *plans_api.ROUTES,
         *pages.routes(),  # last: it mounts /static

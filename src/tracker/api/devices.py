@@ -45,8 +45,16 @@ async def create_device(request: Request) -> Response:
         raise ApiError(409, "conflict", f"device {exc} already exists") from exc
     except DB_ERRORS as exc:
         raise unavailable(rt) from exc
+    from tracker.api.device_setup import setup_links  # (workspace: the apps' setup links)
+
     return ORJSONResponse(
-        {"id": device.unique_id, "name": device.name, "enabled": True, "token": token},
+        {
+            "id": device.unique_id,
+            "name": device.name,
+            "enabled": True,
+            "token": token,
+            "setup": setup_links(rt.settings, device.unique_id, token),
+        },
         status_code=201,
     )
 

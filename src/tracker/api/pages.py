@@ -112,7 +112,9 @@ class LiveLayer(JSCSSMixin):
         {% endmacro %}
 
         {% macro script(this, kwargs) %}
-        window.TrackerMap.start({{ this._parent.get_name() }}, {{ this.config|tojson }});
+        // map.js is a module, which runs after this script: it starts the queued map.
+        (window.TrackerMapQueue = window.TrackerMapQueue || []).push(
+            [{{ this._parent.get_name() }}, {{ this.config|tojson }}]);
         {% endmacro %}
         """
     )
@@ -122,8 +124,11 @@ class LiveLayer(JSCSSMixin):
         self._name = "LiveLayer"
         self.config = config
         self.panel_html = panel_html
-        self.default_js = [("tracker_map_js", _asset_url("map.js"))]
-        self.default_css = [("tracker_map_css", _asset_url("map.css"))]
+        self.default_js: list[tuple[str, str]] = []  # map.js is a module: added by render_map
+        self.default_css = [
+            ("tracker_theme_css", _asset_url("theme.css")),
+            ("tracker_map_css", _asset_url("map.css")),
+        ]
 
 
 def page_config(stale_after_s: float) -> dict[str, Any]:
@@ -157,6 +162,7 @@ def _render_map(tile_url: str, attribution: str, stale_after_s: float) -> str:
     assert isinstance(root, Figure)
     root.title = PAGE_TITLE
     root.header.add_child(Element('<meta name="referrer" content="same-origin">'))
+    root.html.add_child(Element(f'<script type="module" src="{_asset_url("map.js")}"></script>'))
     html: str = root.render()
     return html
 

@@ -19,6 +19,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tracker.api import link_keys
 from tracker.api.body import json_object
 from tracker.api.guards import principal, require_dispatcher, runtime, unavailable
 from tracker.api.ingest import authenticate_device
@@ -30,7 +31,7 @@ from tracker.api.stopfields import (
     parse_details,
     unknown_fields,
 )
-from tracker.api.tracking import new_tokens, with_tracking_urls
+from tracker.api.tracking import with_tracking_urls
 from tracker.core import pathcodec
 from tracker.core.model import Stop, StopStatus
 from tracker.core.timeparse import TimeFormatError, parse_time
@@ -184,13 +185,18 @@ async def create_route(request: Request) -> Response:
         raise _invalid(f"stops: at most {MAX_STOPS}")
     stops = [parse_stop(item, k + 1) for k, item in enumerate(raw_stops)]
     details = [parse_details(item, f"stops[{k}]") for k, item in enumerate(raw_stops)]
-    # Decoding, checking and simplifying a long path takes seconds of CPU (a million
-    # points: 12 s): in a thread, so the worker keeps answering everyone else meanwhile.
-    path, straight_line = await asyncio.to_thread(
-        parse_path, data.get("path"), stops, rt.settings.max_path_points
-    )
+    if data.get("path") is None and len(stops) == 1:
+        from tracker.api.route_desk import single_stop_path  # (it imports this module)
+
+        path, straight_line = await single_stop_path(request, uid, stops[0])
+    else:
+        # Decoding, checking and simplifying a long path takes seconds of CPU (a million
+        # points: 12 s): in a thread, so the worker keeps answering everyone else meanwhile.
+        path, straight_line = await asyncio.to_thread(
+            parse_path, data.get("path"), stops, rt.settings.max_path_points
+        )
     # Each stop's customer tracking link: shown in this reply only, stored as a digest.
-    links, digests = new_tokens(len(stops))
+    links, digests, salts = link_keys.issue(rt.settings, len(stops))
     try:
         device = await device_store.device_by_unique_id(rt.pool, uid)
         if device is None:
@@ -198,6 +204,7 @@ async def create_route(request: Request) -> Response:
         body = await routing(rt).create(
             device, planned_start, stops, path, straight_line, datetime.now(UTC), digests, details
         )
+        await link_keys.keep(rt, body["id"], salts)
     except RouteInvalid as exc:
         raise _invalid(str(exc)) from exc
     except DB_ERRORS as exc:
@@ -243,6 +250,8 @@ async def get_route(request: Request) -> Response:
         raise unavailable(rt) from exc
     if body is None:
         raise ApiError(404, "not_found", f"no route {route_id}")
+    if await principal(request) is not None:  # dispatchers see the customer links
+        (body,) = await link_keys.with_links(rt, [body])
     return ORJSONResponse(body)
 
 

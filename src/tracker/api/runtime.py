@@ -30,6 +30,7 @@ from tracker.services.learning import LearningService
 from tracker.services.notifications import MessageSender, Notifications, channels
 from tracker.services.planning import PlanningService
 from tracker.services.replanning import ReplanningService
+from tracker.services.route_desk import RouteDesk
 from tracker.services.routing import RoutingService, with_routes
 from tracker.services.travel import Travel
 from tracker.store import messages as message_store
@@ -58,6 +59,7 @@ class Runtime:
     routing: RoutingService
     webhooks: WebhookSender
     limits: Limits
+    route_desk: RouteDesk  # workspace: cancel and reassign routes
     planning: PlanningService
     replanning: ReplanningService
     notifications: Notifications
@@ -132,6 +134,7 @@ class Runtime:
             routing=routing,
             webhooks=WebhookSender(pool, settings),
             limits=Limits.from_settings(settings),
+            route_desk=RouteDesk(pool, bus, routing),
             planning=PlanningService(pool, routing, travel, solver_options),
             replanning=ReplanningService(
                 pool, bus, travel, EtaConfig(arriving_s=settings.arriving_s), solver_options

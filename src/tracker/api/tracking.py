@@ -109,9 +109,14 @@ async def reissue_link(request: Request) -> Response:
     rt = runtime(request)
     route_id: int = request.path_params["route_id"]
     stop_id: int = request.path_params["stop_id"]
-    fresh, digests = new_tokens(1)
+    from tracker.api.link_keys import issue  # (workspace: links listed again; it imports this)
+    from tracker.store.dispatch_board import keep_link_salt
+
+    fresh, digests, salts = issue(rt.settings, 1)
     try:
         found = await store.replace_token(rt.pool, route_id, stop_id, digests[0])
+        if found:
+            await keep_link_salt(rt.pool, stop_id, salts[0] if salts else None)
     except DB_ERRORS as exc:
         raise unavailable(rt) from exc
     if not found:

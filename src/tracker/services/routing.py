@@ -40,6 +40,7 @@ from tracker.core.route import progress
 from tracker.core.route.progress import EtaConfig, RoutePlan, RouteState
 from tracker.live.bus import Bus
 from tracker.live.hub import Hub
+from tracker.store import dispatch_board
 from tracker.store import learning as learned
 from tracker.store import routes as store
 from tracker.store.devices import Device
@@ -284,6 +285,8 @@ class RoutingService:
                 raise RouteInvalid(str(exc)) from exc
             state = progress.start(plan)
             etas = progress.current(plan, state, now, self._cfg)
+            # A van drives one route at a time: the new one ends its old one.
+            ended = await dispatch_board.end_active(conn, device.id, route_id, now)
             await store.insert_route(
                 conn,
                 route,
@@ -292,12 +295,16 @@ class RoutingService:
                 tracking,
                 details,
             )
+            if ended:
+                await self._store_events(conn, device.unique_id, ended)
             await store.save_stops(conn, route_id, stop_values(plan, state, etas))  # intervals
             body = await store.route_by_id(conn, route_id)
         assert body is not None
         self._keep_plan(route_id, plan)
         self._remember(device.id, True)
         self._seen.pop(device.id, None)
+        if ended:
+            await self._publish(device.unique_id, ended, None)
         await self._bus.publish(ROUTES_CHANNEL, route_message(body))
         return body
 
@@ -345,6 +352,15 @@ class RoutingService:
         if events:
             await self._publish(body["device"], events, body)
         return body
+
+    def forget(self, *device_ids: int, plan_of: int | None = None) -> None:
+        """Drop what this instance cached about devices whose route changed (cancelled,
+        handed to another van) and, with `plan_of`, that route's plan."""
+        for device_id in device_ids:
+            self._active.pop(device_id, None)
+            self._seen.pop(device_id, None)
+        if plan_of is not None:
+            self._plans.pop(plan_of, None)
 
     # -- internals --------------------------------------------------------------------------
 

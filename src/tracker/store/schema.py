@@ -74,6 +74,8 @@ devices = Table(
     Column("token_hash", LargeBinary, nullable=False, unique=True),
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    # sql/009_workspace.sql: when the current token was issued by a rotation.
+    Column("token_issued_at", Timestamp),
 )
 
 # Range-partitioned by month on fix_time (sql/001_ingest.sql); no foreign key to devices.
@@ -106,6 +108,8 @@ api_keys = Table(
     Column("key_hash", LargeBinary, nullable=False, unique=True),
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    # sql/009_workspace.sql: a revoked key keeps its row.
+    Column("revoked_at", Timestamp),
     CheckConstraint("role IN ('dispatcher', 'admin')"),
 )
 
@@ -125,6 +129,8 @@ routes = Table(
     # sql/007_planning.sql: the plan it was dispatched from, and re-planning's revision.
     Column("plan_id", BigInteger, ForeignKey("plans.id")),
     Column("revision", Integer, nullable=False, server_default=text("0")),
+    # sql/009_workspace.sql: why a route ended early ('cancelled' or 'replaced').
+    Column("ended_reason", Text),
     # sql/005_eta_learning.sql: when its drive was folded into learned_cells.
     Column("learned_at", Timestamp),
     CheckConstraint("status IN ('active', 'completed', 'cancelled')"),
@@ -134,6 +140,7 @@ routes = Table(
         text("id DESC"),
         postgresql_where=text("status = 'active'"),
     ),
+    Index("routes_by_planned_start", text("planned_start DESC"), text("id DESC")),
     Index("routes_to_learn", "id", postgresql_where=text("learned_at IS NULL")),
 )
 
@@ -180,6 +187,8 @@ stops = Table(
     # sql/003_tracking.sql: the customer link's token digest and when the stop became done.
     Column("tracking_hash", LargeBinary),
     Column("done_at", Timestamp),
+    # sql/009_workspace.sql: the salt a derived link token was made from.
+    Column("tracking_salt", LargeBinary),
     # sql/010_doorstep.sql: contact and hand-over details, what the customer added, and
     # the latest report's summary.
     Column("address", Text, nullable=False, server_default=text("''")),
@@ -204,6 +213,7 @@ stops = Table(
     ),
     CheckConstraint("window_end IS NULL OR window_start IS NULL OR window_end >= window_start"),
     CheckConstraint("octet_length(tracking_hash) = 32"),
+    CheckConstraint("octet_length(tracking_salt) = 16"),
     Index(
         "stops_by_tracking_hash",
         "tracking_hash",
@@ -225,6 +235,7 @@ events = Table(
     Column("created_at", Timestamp, nullable=False, server_default=NOW),
     Index("events_by_route", "route_id", "id"),
     Index("events_by_device_time", "device_id", "time"),
+    Index("events_by_type", "type", text("id DESC")),
 )
 
 webhooks = Table(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from tracker import logs
 from tracker.config import ConfigError, Settings
+from tracker.tools import admin_cli
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     dadd.add_argument("name")
     dadd.add_argument("--unique-id", dest="unique_id")
     dadd.set_defaults(func=_device_add)
+    admin_cli.register_device(dsub)
 
     key = sub.add_parser("key", help="manage API keys")
     ksub = key.add_subparsers(dest="key_command", required=True)
@@ -182,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     kadd.add_argument("name", nargs="?", default="dispatcher")
     kadd.add_argument("--role", choices=["dispatcher", "admin"], default="dispatcher")
     kadd.set_defaults(func=_key_add)
+    admin_cli.register_key(ksub)
 
     for register in EXTRA_COMMANDS:
         register(sub)

@@ -272,6 +272,7 @@ class SimulateConfig:
     duration_s: float | None = None  # None: until interrupted
     drive_path: Path | None = None
     tokens_path: Path | None = None  # None: default_tokens_path(url)
+    routes: bool = False  # give each car a route ahead of it (tools/demo_routes.py)
 
 
 @dataclass
@@ -472,6 +473,12 @@ async def run(cfg: SimulateConfig, stop: asyncio.Event | None = None) -> Stats:
         members = await asyncio.gather(
             *(enrol(d) for d in fleet(drive, cfg.drivers, cfg.prefix, cfg.spacing_m))
         )
+        if cfg.routes and cfg.admin_token:
+            from tracker.tools import demo_routes
+
+            now = datetime.now(UTC)
+            for d, _ in members:
+                await demo_routes.plan(client, cfg.admin_token, d, now)
         log.info(
             "replaying a %.0f s drive there and back as %d drivers at %gx (%s)",
             drive.duration,
@@ -536,6 +543,7 @@ def _command(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         drive_path=args.drive,
         tokens_path=args.tokens_file,
+        routes=args.routes,
     )
     # One INFO line per request would drown the periodic summaries.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -570,6 +578,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--spacing", type=float, default=300.0, help="metres between cars' offsets")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--drive", type=Path, default=None, help="a CSV with time_utc,lat,lon")
+    p.add_argument(
+        "--routes",
+        action="store_true",
+        help="give each car a route of stops ahead of it, the drive as its path",
+    )
     p.add_argument(
         "--tokens-file",
         type=Path,
