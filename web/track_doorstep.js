@@ -17,7 +17,6 @@
   const base = location.pathname.replace(/\/+$/, "");
   let details = null;
   let lastPhase = null;
-  let feedRange = null;
 
   function clock(iso) {
     return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -56,17 +55,11 @@
     const w = $("window");
     w.textContent = d.window ? `Delivery window: ${windowText(d.window.start, d.window.end)}` : "";
     w.hidden = !d.window;
-    const range = $("eta-range");
-    const earliest = (feedRange && feedRange[0]) || (d.eta && d.eta.earliest);
-    const latest = (feedRange && feedRange[1]) || (d.eta && d.eta.latest);
-    const pending = d.status === "pending";
-    range.textContent = pending && earliest && latest
-      ? `Expected between ${clock(earliest)} and ${clock(latest)}` : "";
-    range.hidden = !range.textContent;
+    // The live ETA range is shown by track.js from the feed, beside the ETA itself.
     const pin = $("pin");
     pin.textContent = d.pin ? `Your delivery code: ${d.pin} — tell it to the driver.` : "";
     pin.hidden = !d.pin;
-    show("when-card", !w.hidden || !range.hidden || !pin.hidden);
+    show("when-card", !w.hidden || !pin.hidden);
   }
 
   function renderFailure(d) {
@@ -236,7 +229,6 @@
 
   document.addEventListener("tracking:state", (event) => {
     const state = event.detail;
-    feedRange = state.eta_earliest && state.eta_latest ? [state.eta_earliest, state.eta_latest] : null;
     if (state.phase !== lastPhase) {
       lastPhase = state.phase;
       load();
