@@ -199,7 +199,7 @@ class RedisBus(LocalBus):
                 backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     def _run_resumed(self) -> None:
         for callback in self._resumed:
