@@ -121,6 +121,11 @@ class Server:
         rt: Runtime = self.uvicorn.config.loaded_app.app.state.runtime
         return rt
 
+    async def settled(self) -> None:
+        """Wait until this instance has applied every acknowledged ping to its route (the
+        route work runs after the ack)."""
+        await self.runtime.routing.work.drain()
+
     @property
     def ws_url(self) -> str:
         return self.base_url.replace("http://", "ws://")

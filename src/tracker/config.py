@@ -118,10 +118,12 @@ class Settings:
         "TRACKER_CUSTOMER_MAX_STOPS_AWAY",
         "a customer sees the vehicle only when their stop is at most this many stops ahead",
     )
-    # How long an instance trusts "this device has no active route" (a route created on
-    # another instance is picked up within this time; its pings are applied then).
+    # How long an instance trusts "this device has no active route" at most: route changes
+    # travel on the bus and reach every instance at once, this only bounds a missed one.
     route_cache_s: float = _setting(
-        5.0, "TRACKER_ROUTE_CACHE_S", "how long an instance trusts 'this device has no route'"
+        3600.0,
+        "TRACKER_ROUTE_CACHE_S",
+        "longest an instance trusts 'this device has no route' (changes travel on the bus)",
     )
     # Second listener serving only the OsmAnd protocol at `/` (Traccar's port is 5055).
     osmand_port: int | None = _setting(

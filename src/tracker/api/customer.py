@@ -30,9 +30,8 @@ from tracker.api.reports import IMAGE_HEADERS
 from tracker.api.responses import ApiError, ORJSONResponse
 from tracker.api.runtime import Runtime
 from tracker.api.stopfields import unknown_fields
-from tracker.core import notices, tokens
+from tracker.core import messages, notices, tokens
 from tracker.core.model import JsonDict, StopStatus
-from tracker.services.routing import ROUTES_CHANNEL, route_message
 from tracker.store import messages as message_store
 from tracker.store import proofs as store
 from tracker.store import routes as route_store
@@ -72,7 +71,7 @@ async def publish_route(rt: Runtime, route_id: int) -> None:
     except DB_ERRORS:
         return  # the next route update carries it
     if body is not None:
-        await rt.bus.publish(ROUTES_CHANNEL, route_message(body))
+        await rt.bus.publish(messages.ROUTES, messages.route(body))
 
 
 def _iso(value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ from tracker.services.notifications import MessageSender, Notifications, channel
 from tracker.services.planning import PlanningService
 from tracker.services.replanning import ReplanningService
 from tracker.services.route_desk import RouteDesk
+from tracker.services.route_log import EventLog
+from tracker.services.route_plans import PlanCache
+from tracker.services.route_work import RouteWork
 from tracker.services.routing import RoutingService, with_routes
 from tracker.services.travel import Travel
 from tracker.store import messages as message_store
@@ -39,6 +43,7 @@ from tracker.store import proofs as proof_store
 from tracker.store import retention
 from tracker.store import webhooks as webhook_store
 from tracker.store.db import DB_ERRORS, create_pool
+from tracker.store.devices import last_fix
 from tracker.store.geocoding import PgGeocodeQueue
 from tracker.store.writer import PositionWriter
 
@@ -98,14 +103,19 @@ class Runtime:
         # Credential changes travel on the bus: every instance forgets and disconnects.
         bus.subscribe(auth.on_bus)
         bus.on_resumed(auth.on_bus_resumed)
-        ingest = IngestService(writer, bus, cfg)
-        routing = RoutingService(
-            pool,
-            bus,
-            EtaConfig(arriving_s=settings.arriving_s, auto_complete=settings.auto_complete),
-            settings.route_cache_s,
-        )
-        ingest.after_commit.append(routing.on_commit)
+        eta_cfg = EtaConfig(arriving_s=settings.arriving_s, auto_complete=settings.auto_complete)
+        plans = PlanCache()
+        events = EventLog(bus)
+        # Route progress runs after the ack, in rounds; route changes anywhere reach every
+        # instance's "no route here" knowledge on the bus.
+        work = RouteWork(pool, plans, events, eta_cfg, cache_s=settings.route_cache_s)
+        bus.subscribe(work.on_bus)
+        bus.on_resumed(work.on_bus_resumed)
+        ingest = IngestService(writer, bus, cfg, lambda device_id: last_fix(pool, device_id), work)
+        # Every instance's last positions keep every instance's jump-filter references.
+        bus.subscribe(ingest.on_bus)
+        bus.on_resumed(ingest.on_bus_resumed)
+        routing = RoutingService(pool, bus, eta_cfg, plans, events, work)
         # Webhook deliveries are queued in the transaction that stores the events.
         routing.event_sinks.append(webhook_store.enqueue)
         # Route planning: roads (or straight lines) and VROOM; re-planning shares both.
@@ -151,6 +161,8 @@ class Runtime:
                 PgGeocodeQueue(pool), NominatimClient(settings), settings.geocoder_interval_s
             )
             rt.spawn(rt.geocoding.run(), "geocoding")
+        rt.spawn(work.run(), "route-work")
+        rt.spawn(work.sweep(), "route-sweep")
         rt.spawn(rt._flush_metrics(), "metrics")
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt.webhooks.run(), "webhooks")
@@ -184,6 +196,9 @@ class Runtime:
     async def stop(self) -> None:
         """Graceful shutdown: flush pending writes first, then stop loops and disconnect."""
         await self.writer.close()
+        # Apply what was acknowledged before stopping (the sweep would, at the next start).
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.routing.work.drain(), 5.0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,4 +1,5 @@
-"""Drives the core for each request: decode → filter → store (group commit) → publish → ack."""
+"""Runs the pipeline's first steps for each request: filter → store (group commit) →
+publish → ack; the route steps follow in the route work (see `tracker.core.pipeline`)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,30 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+from cachetools import LRUCache
 
 from tracker import offload
-from tracker.core import filters
-from tracker.core.model import Fix, Reject
+from tracker.core import filters, messages, pipeline
+from tracker.core.model import Fix, JsonDict, Reject
 from tracker.live.bus import Bus
 from tracker.protocols.base import Decoded
 from tracker.store.devices import Device
-from tracker.store.writer import PositionRow, PositionWriter
+from tracker.store.writer import PositionRow, PositionWriter, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-POSITIONS_CHANNEL = "positions"
+# A device's last stored position, from the store (a reference this instance lacks).
+Reference = Callable[[int], Awaitable[Fix | None]]
 
-# Called after a device's fixes committed, with the newly stored ones in time order.
-AfterCommit = Callable[[Device, list[Fix]], Awaitable[None]]
+_REFERENCES = 200_000  # devices whose reference fix an instance keeps
+
+
+class RouteQueue(Protocol):
+    """Where committed fixes go next: the route work (`tracker.services.route_work`)."""
+
+    def notify(self, device_id: int, device: str, fixes: list[Fix]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -43,31 +52,8 @@ class IngestResult:
         }
 
 
-def position_message(device: Device, fix: Fix) -> dict[str, Any]:
-    """The bus message for a device's new last position."""
-    return {
-        "type": "position",
-        "device": device.unique_id,
-        "name": device.name,
-        "time": fix.time.isoformat(),
-        "lat": fix.lat,
-        "lon": fix.lon,
-        "speed": fix.speed,
-        "course": fix.course,
-        "accuracy": fix.accuracy,
-    }
-
-
-def _screened(
-    device_id: int,
-    fixes: list[tuple[int, Fix]],
-    last: Fix | None,
-    now: datetime,
-    cfg: filters.FilterConfig,
-) -> tuple[list[tuple[int, Fix]], list[Reject], list[PositionRow]]:
-    """The filters' verdicts on a device's fixes, and the accepted ones as rows to store."""
-    accepted, rejects = filters.screen(fixes, last, now, cfg)
-    rows: list[PositionRow] = [
+def _rows(device_id: int, accepted: list[tuple[int, Fix]], now: datetime) -> list[PositionRow]:
+    return [
         (
             device_id,
             f.time,
@@ -81,56 +67,107 @@ def _screened(
         )
         for _, f in accepted
     ]
-    return accepted, rejects, rows
+
+
+def _screened(
+    device_id: int,
+    fixes: list[tuple[int, Fix]],
+    last: Fix | None,
+    now: datetime,
+    cfg: filters.FilterConfig,
+) -> tuple[pipeline.Admission, list[PositionRow]]:
+    admission = pipeline.admit(fixes, last, now, cfg)
+    return admission, _rows(device_id, admission.accepted, now)
 
 
 class IngestService:
-    """Stores a device's decoded pings and publishes the ones that moved it forward."""
+    """Stores a device's decoded pings, publishes the ones that moved it forward and hands
+    the stored ones to the route work."""
 
-    def __init__(self, writer: PositionWriter, bus: Bus, cfg: filters.FilterConfig) -> None:
+    def __init__(
+        self,
+        writer: PositionWriter,
+        bus: Bus,
+        cfg: filters.FilterConfig,
+        reference: Reference,
+        routes: RouteQueue,
+    ) -> None:
         self._writer = writer
         self._bus = bus
         self._cfg = cfg
-        # Latest accepted fix per device seen by this instance: the jump filter's reference.
-        self._last: dict[int, Fix] = {}
-        self.after_commit: list[AfterCommit] = []
+        self._reference = reference
+        self._routes = routes
+        # unique id -> the device's last position, the jump filter's reference: loaded from
+        # the store once, then kept current by every instance's `positions` messages, so
+        # all workers judge a device against the same fix.
+        self._last: LRUCache[str, Fix] = LRUCache(_REFERENCES)
+
+    def on_bus(self, channel: str, message: JsonDict) -> None:
+        """Bus handler: another instance (or this one) stored a newer last position."""
+        if channel != messages.POSITIONS or message.get("type") != "position":
+            return
+        device = message.get("device")
+        known = self._last.get(device) if isinstance(device, str) else None
+        if known is None or not isinstance(device, str):
+            return  # not a device judged here: loaded from the store when it is
+        fix = messages.position_fix(known.device_id, message)
+        if fix is not None and fix.time > known.time:
+            self._last[device] = fix
+
+    def on_bus_resumed(self) -> None:
+        """Bus handler for a reconnect: positions may have been missed; reload as needed."""
+        self._last.clear()
 
     async def ingest(self, device: Device, decoded: Decoded, now: datetime) -> IngestResult:
         """Filter, store and publish; returns after the commit. Raises StoreUnavailable."""
+        last = self._last.get(device.unique_id)
+        if last is None:
+            try:
+                last = await self._reference(device.id)
+            except Exception as exc:
+                raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
         # Fixes from protocols that name the device in the payload carry device_id 0 until
-        # here: the rows get the device's id below, and only fixes handed on to hooks are
-        # copied with it (a copy costs ~4 µs a ping, so the native decoder sets it itself).
-        # Thousands of pings take a good part of a second to filter: in a thread then.
+        # here: the rows get the device's id, and only fixes handed on are copied with it
+        # (a copy costs ~4 µs a ping, so the native decoder sets it itself). Thousands of
+        # pings take a good part of a second to filter: in a thread then.
         heavy = len(decoded.fixes) >= offload.HEAVY_ITEMS
-        last = self._last.get(device.id)
-        accepted, rejects, rows = await offload.run(
+        admission, rows = await offload.run(
             heavy, _screened, device.id, decoded.fixes, last, now, self._cfg
         )
-        result = IngestResult(rejects=sorted(decoded.rejects + rejects, key=lambda r: r.index))
+        accepted = admission.accepted
+        result = IngestResult(
+            rejects=sorted(decoded.rejects + admission.rejects, key=lambda r: r.index)
+        )
         if not accepted:
+            self._keep(device.unique_id, last)
             return result
         written = await self._writer.write(rows)
         result.stored = sum(written.stored)
         result.duplicates = len(accepted) - result.stored
-        newest = [f for (_, f), moved in zip(accepted, written.advanced, strict=True) if moved]
-        if newest:
-            last = newest[-1]
-            self._last[device.id] = last
-            await self._bus.publish(POSITIONS_CHANNEL, position_message(device, last))
-        if result.stored and self.after_commit:
+        moved = pipeline.newest(accepted, written.advanced)
+        if moved is not None:
+            last = moved if moved.device_id == device.id else _owned(moved, device.id)
+            await self._bus.publish(
+                messages.POSITIONS, messages.position(device.unique_id, device.name, last)
+            )
+        self._keep(device.unique_id, last)
+        if result.stored:
             stored = sorted(
                 (
-                    f if f.device_id == device.id else dataclasses.replace(f, device_id=device.id)
+                    f if f.device_id == device.id else _owned(f, device.id)
                     for (_, f), ok in zip(accepted, written.stored, strict=True)
                     if ok
                 ),
                 key=lambda f: f.time,
             )
-            for hook in self.after_commit:
-                try:
-                    await hook(device, stored)
-                except Exception:
-                    # The pings are committed; a failing follow-up must not turn the ack
-                    # into an error that makes the phone resend them.
-                    log.exception("after-commit hook failed for device %s", device.unique_id)
+            self._routes.notify(device.id, device.unique_id, stored)
         return result
+
+    def _keep(self, device: str, fix: Fix | None) -> None:
+        known = self._last.get(device)
+        if fix is not None and (known is None or fix.time > known.time):
+            self._last[device] = fix
+
+
+def _owned(fix: Fix, device_id: int) -> Fix:
+    return dataclasses.replace(fix, device_id=device_id)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from tracker.core import messages
 from tracker.core.model import JsonDict, Route, Stop, StopStatus
 from tracker.core.route import progress
 from tracker.core.route.progress import EtaConfig, RouteState
@@ -30,7 +31,6 @@ from tracker.planning.model import DISPATCHED, Order
 from tracker.planning.problem import Job, Problem, Van
 from tracker.planning.solver import SolverOptions
 from tracker.services.planning import STOP_RADIUS_M, PlanConflict, PlanNotFound
-from tracker.services.routing import ROUTES_CHANNEL, route_message
 from tracker.services.travel import Measured, Travel
 from tracker.store import orders as order_store
 from tracker.store import plans as store
@@ -206,7 +206,7 @@ class ReplanningService:
 
     async def _publish(self, bodies: Sequence[JsonDict]) -> None:
         for body in bodies:
-            await self._bus.publish(ROUTES_CHANNEL, route_message(body))
+            await self._bus.publish(messages.ROUTES, messages.route(body))
 
     # -- the three changes ---------------------------------------------------------------------
 

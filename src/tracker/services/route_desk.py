@@ -20,19 +20,12 @@ from datetime import datetime
 import asyncpg
 
 from tracker import metrics
+from tracker.core import messages
 from tracker.core.model import Event, JsonDict
 from tracker.core.route import progress
 from tracker.core.route.progress import RouteState
 from tracker.live.bus import Bus
-from tracker.services.routing import (
-    EVENTS_CHANNEL,
-    ROUTES_CHANNEL,
-    RouteNotFound,
-    RoutingService,
-    TransitionRefused,
-    event_json,
-    route_message,
-)
+from tracker.services.routing import RouteNotFound, RoutingService, TransitionRefused
 from tracker.store import dispatch_board as board
 from tracker.store import routes as store
 from tracker.store.devices import Device
@@ -69,7 +62,7 @@ class RouteDesk:
             body = await _route(conn, route_id)
         if events:
             await self._publish(body["device"], events)
-            await self._bus.publish(ROUTES_CHANNEL, {"type": "route", "device": body["device"]})
+            await self._bus.publish(messages.ROUTES, {"type": "route", "device": body["device"]})
             self._routing.forget(device_id)
         return body
 
@@ -123,16 +116,14 @@ class RouteDesk:
             body = await _route(conn, route_id)
         self._routing.forget(old_device, device.id, plan_of=route_id)
         await self._publish(device.unique_id, events)
-        await self._bus.publish(ROUTES_CHANNEL, {"type": "route", "device": old_uid})
-        await self._bus.publish(ROUTES_CHANNEL, route_message(body))
+        await self._bus.publish(messages.ROUTES, {"type": "route", "device": old_uid})
+        await self._bus.publish(messages.ROUTES, messages.route(body))
         return body
 
     async def _publish(self, device: str, events: list[Event]) -> None:
         for event in events:
             metrics.ROUTE_EVENTS.labels(event.type).inc()
-            await self._bus.publish(
-                EVENTS_CHANNEL, {"type": "event", "device": device, "event": event_json(event)}
-            )
+            await self._bus.publish(messages.EVENTS, messages.event(device, event))
 
 
 async def _route(conn: asyncpg.Connection, route_id: int) -> JsonDict:

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from tracker.core import tokens
+from tracker.core.model import Fix
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,3 +152,24 @@ async def key_role(pool: asyncpg.Pool, key: str) -> str | None:
         "SELECT role FROM api_keys WHERE key_hash = $1 AND enabled", tokens.digest(key)
     )
     return role
+
+
+async def last_fix(pool: asyncpg.Pool, device_id: int) -> Fix | None:
+    """The device's last stored position as a fix (the jump filter's reference), or None."""
+    row = await pool.fetchrow(
+        "SELECT fix_time, ST_Y(geog::geometry) AS lat, ST_X(geog::geometry) AS lon, speed, "
+        "course, accuracy, altitude FROM last_positions WHERE device_id = $1",
+        device_id,
+    )
+    if row is None:
+        return None
+    return Fix(
+        device_id=device_id,
+        time=row["fix_time"],
+        lat=row["lat"],
+        lon=row["lon"],
+        speed=row["speed"],
+        course=row["course"],
+        accuracy=row["accuracy"],
+        altitude=row["altitude"],
+    )

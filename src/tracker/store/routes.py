@@ -23,7 +23,7 @@ CANCELLED = "cancelled"
 
 # Two-key advisory locks live in their own key space, apart from the single-key locks
 # of migrations and partition creation; this first key names "route progress".
-_LOCK_SPACE = 0x524F5554  # "ROUT"
+LOCK_SPACE = 0x524F5554  # "ROUT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ async def lock_device(conn: asyncpg.Connection, device_id: int) -> None:
     """Take the device's route-progress lock until the transaction ends (every instance)."""
     await conn.execute(
         "SELECT pg_advisory_xact_lock($1::int, ($2::bigint % 2147483647)::int)",
-        _LOCK_SPACE,
+        LOCK_SPACE,
         device_id,
     )
 
@@ -195,6 +195,16 @@ async def route_device(pool: asyncpg.Pool, route_id: int) -> int | None:
         "SELECT device_id FROM routes WHERE id = $1", route_id
     )
     return device_id
+
+
+async def route_owner(pool: asyncpg.Pool, route_id: int) -> tuple[int, str] | None:
+    """(internal id, unique id) of the device a route belongs to, or None."""
+    row = await pool.fetchrow(
+        "SELECT d.id, d.unique_id FROM routes r JOIN devices d ON d.id = r.device_id "
+        "WHERE r.id = $1",
+        route_id,
+    )
+    return None if row is None else (row["id"], row["unique_id"])
 
 
 async def current_route_id(pool: asyncpg.Pool, device_id: int) -> int | None:

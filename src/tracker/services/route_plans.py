@@ -1,0 +1,46 @@
+"""Route plans kept per instance: a plan is built once per route and revision, then reused
+for every fix (projection, path in metres, where each stop lies along it)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import asyncpg
+
+from tracker.core.route import progress
+from tracker.core.route.progress import RoutePlan
+from tracker.store import learning as learned
+from tracker.store import routes as store
+
+_PLANS = 1024  # plans kept per instance
+
+
+class PlanCache:
+    """Least recently used plans by route id, each valid for one revision (re-planning
+    bumps a route's revision)."""
+
+    def __init__(self, size: int = _PLANS) -> None:
+        self._size = size
+        self._plans: OrderedDict[int, tuple[int, RoutePlan]] = OrderedDict()
+
+    async def get(self, conn: asyncpg.Connection, route_id: int, revision: int) -> RoutePlan:
+        """The route's plan at `revision`, built from the store when not cached."""
+        cached = self._plans.get(route_id)
+        if cached is not None and cached[0] == revision:
+            self._plans.move_to_end(route_id)
+            return cached[1]
+        route = await store.load_route(conn, route_id)
+        plan = progress.plan(route, await learned.snapshot(conn, route.path))
+        self.keep(route_id, plan, revision)
+        return plan
+
+    def keep(self, route_id: int, plan: RoutePlan, revision: int = 0) -> None:
+        """Remember a plan just built (a route being created)."""
+        self._plans[route_id] = (revision, plan)
+        self._plans.move_to_end(route_id)
+        while len(self._plans) > self._size:
+            self._plans.popitem(last=False)
+
+    def forget(self, route_id: int) -> None:
+        """Drop a route's plan (handed to another van, re-planned elsewhere)."""
+        self._plans.pop(route_id, None)
