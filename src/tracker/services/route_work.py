@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 _LIMIT = 5000  # stored fixes applied per device and round; a longer backlog takes more
 _EPSILON = timedelta(microseconds=1)
 _CACHE_SIZE = 200_000
+_STATES = 20_000  # route states kept (a 30-stop state is a few kB)
 
 
 @dataclass(slots=True)
@@ -90,6 +92,8 @@ class RouteWork:
         # unique id -> True: the device has no active route (until the bus says otherwise)
         self._no_route: TTLCache[str, bool] = TTLCache(_CACHE_SIZE, ttl=max(cache_s, 1e-3))
         self._cache_routes = cache_s > 0
+        # route id -> (state_seq, state) as this process last wrote it
+        self._states: LRUCache[int, tuple[int, RouteState]] = LRUCache(_STATES)
         # unique id -> newest fix applied here: older pings need no round trip
         self._seen: LRUCache[str, datetime] = LRUCache(_CACHE_SIZE)
 
@@ -187,6 +191,24 @@ class RouteWork:
         for device, events, route in done.out:
             await self._events.publish(device, events, route)
 
+    async def _states_of(
+        self, conn: asyncpg.Connection, heads: Iterable[progress_store.Head]
+    ) -> dict[int, RouteState]:
+        # The state this process wrote last is still the stored one unless its sequence
+        # number moved on: then (and for routes new here) it is read and parsed again.
+        out: dict[int, RouteState] = {}
+        missing: dict[int, int] = {}
+        for head in heads:
+            cached = self._states.get(head.id)
+            if cached is not None and cached[0] == head.state_seq:
+                out[head.device_id] = cached[1]
+            else:
+                missing[head.id] = head.device_id
+        if missing:
+            for route_id, data in (await progress_store.states(conn, list(missing))).items():
+                out[missing[route_id]] = RouteState.from_json(data)
+        return out
+
     async def _round(self, due: list[_Due], wait: bool) -> _Round:
         done = _Round()
         by_id = {item.device_id: item for item in due}
@@ -203,7 +225,7 @@ class RouteWork:
             if self._cache_routes:
                 for device_id in held - heads.keys():
                     self._no_route[by_id[device_id].device] = True
-            states = {d: RouteState.from_json(head.state) for d, head in heads.items()}
+            states = await self._states_of(conn, heads.values())
             # A fresh route takes the pings received since it was created, a replayed
             # (older) drive too, from its first ping on.
             fresh = {
@@ -219,6 +241,7 @@ class RouteWork:
                 after[device_id] = last or min(head.created_at, first) - _EPSILON
             fixes = await progress_store.positions_after(conn, after, _LIMIT)
             rows: list[progress_store.StateRow] = []
+            kept: dict[int, RouteState] = {}
             logged: list[tuple[str, list[Event]]] = []
             changed: list[tuple[str, int, list[Event]]] = []
             for device_id, head in heads.items():
@@ -229,7 +252,7 @@ class RouteWork:
                 moved = pipeline.advance(plan, states[device_id], fixes[device_id], self._cfg)
                 if moved.etas is None:
                     continue
-                state = moved.state
+                state = kept[head.id] = moved.state
                 status = store.COMPLETED if state.completed else store.ACTIVE
                 rows.append(
                     progress_store.StateRow(head.id, state.to_json(), state.off_route, status)
@@ -241,8 +264,11 @@ class RouteWork:
                     await store.save_stops(conn, head.id, values)
                     logged.append((item.device, moved.events))
                     changed.append((item.device, head.id, moved.events))
-            await progress_store.save_states(conn, rows)
+            seqs = await progress_store.save_states(conn, rows)
             await self._events.store(conn, logged)
             for device, route_id, events in changed:
                 done.out.append((device, events, await store.route_by_id(conn, route_id)))
+        # Committed: these states are the stored ones, at these sequence numbers.
+        for route_id, seq in seqs.items():
+            self._states[route_id] = (seq, kept[route_id])
         return done

@@ -143,7 +143,7 @@ async def move_route(
     so every instance plans the route again (its plan names the device)."""
     await conn.execute(
         "UPDATE routes SET device_id = $2, route_state = $3, off_route = false, "
-        "revision = revision + 1, updated_at = now() WHERE id = $1",
+        "revision = revision + 1, state_seq = state_seq + 1, updated_at = now() WHERE id = $1",
         route_id,
         device_id,
         state,

@@ -250,7 +250,7 @@ async def replace_stops(
         )
     await conn.execute(
         "UPDATE routes SET path = $2, straight_line = $3, route_state = $4, "
-        "revision = revision + 1, updated_at = now() WHERE id = $1",
+        "revision = revision + 1, state_seq = state_seq + 1, updated_at = now() WHERE id = $1",
         route_id,
         line,
         straight_line,

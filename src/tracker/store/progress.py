@@ -16,7 +16,7 @@ import asyncpg
 
 from tracker.core.model import Fix, JsonDict
 from tracker.core.route.progress import Progress, RoutePlan, RouteState
-from tracker.store.routes import LOCK_SPACE, RouteHead, StopValues
+from tracker.store.routes import LOCK_SPACE, StopValues
 
 
 async def try_lock(conn: asyncpg.Connection, device_ids: Sequence[int]) -> list[int]:
@@ -32,20 +32,39 @@ async def try_lock(conn: asyncpg.Connection, device_ids: Sequence[int]) -> list[
     return [r["d"] for r in rows]
 
 
-async def active_heads(conn: asyncpg.Connection, device_ids: Sequence[int]) -> dict[int, RouteHead]:
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What a round needs of a device's active route; its state only if not cached."""
+
+    id: int
+    device_id: int
+    created_at: datetime
+    revision: int  # bumped when re-planning replaces the stops and path
+    state_seq: int  # moves on with every write of the state
+
+
+async def active_heads(conn: asyncpg.Connection, device_ids: Sequence[int]) -> dict[int, Head]:
     """Each device's newest active route (devices without one are left out)."""
     rows = await conn.fetch(
-        "SELECT DISTINCT ON (device_id) id, device_id, status, route_state, created_at, revision "
+        "SELECT DISTINCT ON (device_id) id, device_id, created_at, revision, state_seq "
         "FROM routes WHERE device_id = ANY($1::bigint[]) AND status = 'active' "
         "ORDER BY device_id, id DESC",
         list(device_ids),
     )
     return {
-        r["device_id"]: RouteHead(
-            r["id"], r["device_id"], r["status"], r["route_state"], r["created_at"], r["revision"]
+        r["device_id"]: Head(
+            r["id"], r["device_id"], r["created_at"], r["revision"], r["state_seq"]
         )
         for r in rows
     }
+
+
+async def states(conn: asyncpg.Connection, route_ids: Sequence[int]) -> dict[int, JsonDict]:
+    """The stored states of routes (the ones a round has no current copy of)."""
+    rows = await conn.fetch(
+        "SELECT id, route_state FROM routes WHERE id = ANY($1::bigint[])", list(route_ids)
+    )
+    return {r["id"]: r["route_state"] for r in rows}
 
 
 async def positions_after(
@@ -119,23 +138,25 @@ class StateRow:
     status: str
 
 
-async def save_states(conn: asyncpg.Connection, rows: Sequence[StateRow]) -> None:
-    """Write the routes' states in one statement."""
+async def save_states(conn: asyncpg.Connection, rows: Sequence[StateRow]) -> dict[int, int]:
+    """Write the routes' states in one statement; returns each route's new `state_seq`."""
     if not rows:
-        return
-    await conn.execute(
+        return {}
+    written = await conn.fetch(
         """
         UPDATE routes SET route_state = v.state, off_route = v.off_route, status = v.status,
-                          updated_at = now()
+                          state_seq = routes.state_seq + 1, updated_at = now()
         FROM unnest($1::bigint[], $2::jsonb[], $3::boolean[], $4::text[])
              AS v(id, state, off_route, status)
         WHERE routes.id = v.id
+        RETURNING routes.id, routes.state_seq
         """,
         [r.route_id for r in rows],
         [r.state for r in rows],
         [r.off_route for r in rows],
         [r.status for r in rows],
     )
+    return {r["id"]: r["state_seq"] for r in written}
 
 
 async def behind(conn: asyncpg.Connection | asyncpg.Pool) -> list[tuple[int, str]]:

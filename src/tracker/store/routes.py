@@ -297,7 +297,8 @@ async def save_state(
 ) -> None:
     """Write a route's state after fixes or a status change."""
     await conn.execute(
-        "UPDATE routes SET route_state = $2, off_route = $3, status = $4, updated_at = now() "
+        "UPDATE routes SET route_state = $2, off_route = $3, status = $4, updated_at = now(), "
+        "state_seq = state_seq + 1 "
         "WHERE id = $1",
         route_id,
         state,

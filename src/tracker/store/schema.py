@@ -129,6 +129,8 @@ routes = Table(
     # sql/007_planning.sql: the plan it was dispatched from, and re-planning's revision.
     Column("plan_id", BigInteger, ForeignKey("plans.id")),
     Column("revision", Integer, nullable=False, server_default=text("0")),
+    # sql/004_route_work.sql: moves on with every write of route_state.
+    Column("state_seq", BigInteger, nullable=False, server_default=text("0")),
     # sql/009_workspace.sql: why a route ended early ('cancelled' or 'replaced').
     Column("ended_reason", Text),
     # sql/005_eta_learning.sql: when its drive was folded into learned_cells.
