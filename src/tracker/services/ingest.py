@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -18,7 +18,7 @@ from tracker.core.model import Fix, JsonDict, Reject
 from tracker.live.bus import Bus
 from tracker.protocols.base import Decoded
 from tracker.store.devices import Device
-from tracker.store.writer import PositionRow, PositionWriter, StoreUnavailable
+from tracker.store.writer import PositionRow, StoreUnavailable, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 Reference = Callable[[int], Awaitable[Fix | None]]
 
 _REFERENCES = 200_000  # devices whose reference fix an instance keeps
+
+
+class Writer(Protocol):
+    """The group-commit writer (`tracker.store.writer.PositionWriter`)."""
+
+    async def write(self, rows: Sequence[PositionRow]) -> WriteResult: ...
 
 
 class RouteQueue(Protocol):
@@ -86,7 +92,7 @@ class IngestService:
 
     def __init__(
         self,
-        writer: PositionWriter,
+        writer: Writer,
         bus: Bus,
         cfg: filters.FilterConfig,
         reference: Reference,
