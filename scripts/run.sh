@@ -25,7 +25,7 @@ echo "  API reference:        http://127.0.0.1:$PORT/docs"
 echo
 if [ "${DEMO_DRIVERS:-5}" != 0 ] && .venv/bin/tracker simulate --help >/dev/null 2>&1; then
     .venv/bin/tracker simulate --url "http://127.0.0.1:$PORT" --admin-token="$TRACKER_ADMIN_TOKEN" \
-        --drivers "${DEMO_DRIVERS:-5}" --speed "${DEMO_SPEED:-2}" &
+        --drivers "${DEMO_DRIVERS:-5}" --speed "${DEMO_SPEED:-2}" --routes &
     demo=$!
 fi
 wait $server

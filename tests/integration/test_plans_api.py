@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import DATA, DeviceCreds, Server, ServerFactory, add_device, own_database
+from tracker.core import pathcodec
 from tracker.store.db import create_pool
 from tracker.tools.roads import import_file
 
@@ -364,3 +365,47 @@ async def test_without_roads_plans_on_straight_lines_and_says_so(server: Server)
         assert r.status_code == 201, r.text
         (live,) = r.json()["routes"]
         assert live["straight_line"] is True and live["device"] == dev.unique_id
+
+
+async def test_dispatched_road_paths_keep_to_the_path_point_limit(
+    monaco_db: str, server_factory: ServerFactory
+) -> None:
+    server = await server_factory(database_url=monaco_db, max_path_points=12)
+    dev = await add_device(server, "Short-path van")
+    day = future_day()
+    async with server.admin() as client:
+        r = await client.post(
+            "/api/v1/depots", json={"name": "Port Hercule", "lat": DEPOT[0], "lon": DEPOT[1]}
+        )
+        van = {
+            "name": "Short-path van",
+            "device": dev.unique_id,
+            "start_depot_id": r.json()["id"],
+            "end_depot_id": r.json()["id"],
+            "shift_start": "08:00",
+            "shift_end": "18:00",
+            "time_zone": "Europe/Monaco",
+        }
+        orders = await add_orders(client, day, [{"lat": a, "lon": b} for a, b in PLACES[:6]])
+        r = await client.post(
+            "/api/v1/plans",
+            json={"date": day.isoformat(), "vehicles": [van], "orders": [o["id"] for o in orders]},
+        )
+        assert r.status_code == 201, r.text
+        plan = r.json()
+        assert plan["travel"] == "roads"
+        planned = pathcodec.from_polyline(
+            plan["routes"][0]["path"]["polyline"], plan["routes"][0]["path"]["precision"]
+        )
+        assert len(planned) > 12  # the road path as planned is longer than the limit
+        r = await client.post(f"/api/v1/plans/{plan['id']}/dispatch")
+        assert r.status_code == 201, r.text
+        (live,) = r.json()["routes"]
+    pool = await create_pool(monaco_db, 1)
+    try:
+        points = await pool.fetchval(
+            "SELECT ST_NPoints(path::geometry) FROM routes WHERE id = $1", live["id"]
+        )
+    finally:
+        await pool.close()
+    assert 2 <= points <= 12

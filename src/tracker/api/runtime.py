@@ -145,7 +145,9 @@ class Runtime:
             webhooks=WebhookSender(pool, settings),
             limits=Limits.from_settings(settings),
             route_desk=RouteDesk(pool, bus, routing),
-            planning=PlanningService(pool, routing, travel, solver_options),
+            planning=PlanningService(
+                pool, routing, travel, solver_options, settings.max_path_points
+            ),
             replanning=ReplanningService(
                 pool, bus, travel, EtaConfig(arriving_s=settings.arriving_s), solver_options
             ),

@@ -99,11 +99,15 @@ class PlanningService:
         routing: RoutingService,
         travel: Travel,
         options: SolverOptions,
+        max_path_points: int | None = None,
     ) -> None:
         self._pool = pool
         self._routing = routing
         self.travel = travel
         self.options = options
+        # Road paths of a long day can run to tens of thousands of points: dispatched
+        # routes get the same bound as routes posted to the API (TRACKER_MAX_PATH_POINTS).
+        self._max_path_points = max_path_points
 
     # -- proposals ---------------------------------------------------------------------------
 
@@ -264,6 +268,8 @@ class PlanningService:
                     f"vehicle {r['vehicle']!r}: its route has no path to follow ({exc}); "
                     "give the vehicle a start depot"
                 ) from exc
+            if self._max_path_points is not None:
+                path = pathcodec.simplified(path, self._max_path_points)
             fresh = [tokens.new_token() for _ in stops]
             try:
                 body = await self._routing.create(
