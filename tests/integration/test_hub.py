@@ -82,10 +82,9 @@ async def test_slow_client_never_delays_a_fast_one(server_factory: ServerFactory
 
     # Load: 100 fat vehicles moving every 20 ms (~10 MB/s to each client), plus markers.
     latencies: list[float] = []
-    n = 0
-    start = time.monotonic()
-    while time.monotonic() - start < 2.5:
-        n += 1
+    # A fixed number of rounds (not a fixed time), so a loaded machine still sends
+    # every marker: ~2.5 s of load when nothing else runs.
+    for n in range(1, 101):
         for d in range(100):
             await bus.publish("positions", position(f"fat-{d}", n))
         if n % 10 == 0:
@@ -105,7 +104,7 @@ async def test_slow_client_never_delays_a_fast_one(server_factory: ServerFactory
     assert slow_sub.frames_merged > 5
     assert fast_sub.frames_merged <= 2
     # ...while the fast one got every marker within about a tick.
-    assert len(latencies) >= 8
+    assert len(latencies) == 10
     assert max(latencies) < 0.5, latencies
     # One frame per tick, not one per publish (n rounds of 101 updates).
     assert len(frames) < n
