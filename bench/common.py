@@ -51,6 +51,41 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process descended from it (a `tracker serve --workers N` parent and
+    its workers), from the parent ids in /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        parents.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(parents.get(p, []))
+    return tree
+
+
+def cpu_of(pids: Sequence[int]) -> dict[int, float]:
+    """CPU seconds so far of each process still running (see cpu_seconds)."""
+    used = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            used[pid] = cpu_seconds(pid)
+    return used
+
+
+def cpu_spent(before: Mapping[int, float], after: Mapping[int, float]) -> float:
+    """CPU seconds the processes in `after` used since `before` (a process new since then
+    counts from 0; one that exited meanwhile is lost)."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
 def machine_busy() -> tuple[int, int]:
     """(busy, total) CPU jiffies of the whole machine so far, from /proc/stat."""
     values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -366,7 +401,9 @@ class PostConnection(asyncio.Protocol):
         self._host = host.encode()
         self._parser = httptools.HttpResponseParser(self)
         self._done: asyncio.Future[int] | None = None
+        self._body: list[bytes] = []
         self.transport: asyncio.Transport | None = None
+        self.body = b""  # the last response's body
 
     @classmethod
     async def open(cls, host: str, port: int) -> PostConnection:
@@ -385,12 +422,17 @@ class PostConnection(asyncio.Protocol):
         if self._done is not None and not self._done.done():
             self._done.set_exception(ConnectionError("connection lost"))
 
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
     def on_message_complete(self) -> None:
+        self.body = b"".join(self._body)
+        self._body.clear()
         if self._done is not None and not self._done.done():
             self._done.set_result(self._parser.get_status_code())
 
     async def post(self, path: str, token: str, body: bytes) -> int:
-        """POST and wait for the response; returns its status code."""
+        """POST and wait for the response; returns its status code (its body in `body`)."""
         assert self.transport is not None
         self._done = asyncio.get_running_loop().create_future()
         self.transport.write(
