@@ -190,9 +190,9 @@ def start_server(
     env_overrides: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start `tracker serve` on 127.0.0.1:`port` with a local bus (REDIS_URL removed), its
-    public URL that address; `env_overrides` and `extra_args` add settings and options.
-    Does not wait for it to be ready."""
+    """Start `tracker serve` on 127.0.0.1:`port` with a local bus (REDIS_URL removed unless
+    `env_overrides` sets it), its public URL that address; `env_overrides` and `extra_args`
+    add settings and options. Does not wait for it to be ready."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -207,7 +207,8 @@ def start_server(
         "TRACKER_WS_MAX_PER_TOKEN": "0",
         **(env_overrides or {}),
     }
-    env.pop("REDIS_URL", None)
+    if "REDIS_URL" not in (env_overrides or {}):
+        env.pop("REDIS_URL", None)
     return subprocess.Popen(
         [str(TRACKER), "serve", "--port", str(port), *extra_args, "--log-level", "warning"],
         env=env,
@@ -234,6 +235,36 @@ def stop_server(server: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         server.wait(timeout)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of the benchmark's own on a free port, saving nothing; yields its URL.
+
+    Pub/sub channels are global to a Redis server (whatever the database number), so on a
+    shared one the benchmark's bus messages would reach every other tracker using it, and
+    theirs the benchmark's server.
+    """
+    port = free_port()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(["redis-server", *args], stdout=subprocess.DEVNULL)
+    try:
+        address = ("127.0.0.1", port)
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(address, 1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("redis-server did not come up")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @dataclass(frozen=True)

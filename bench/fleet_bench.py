@@ -6,19 +6,23 @@ native API, each fix newer than the device's last one, as a live phone sends: ev
 is a new last position, so it goes through the jump filter, the last-position update, the
 live bus and (for a device with a route) route progress.
 
-Throughput (the default): 64 keep-alive clients post as fast as the server acknowledges,
-the devices taken in turn. Run twice per device count, each on a fresh database and a fresh
-`tracker serve --workers 2`: once with every device on an active route of 30 stops (path =
-the drive ahead of it, created with `POST /api/v1/routes`), once without routes. Device i's
-fixes: the first `--lead-s` estimate in the past (enough that the run never catches up with
-the clock), each next one `--step-s` later and that much further along the drive, but never
-later than now (then 1 ms later than the previous one, and 1 ms further along): real speeds,
-so the jump filter passes every ping, and nothing is in the future. Prints, per phase:
-acknowledged pings/s (202 with `stored: 1`), p50/p99 ack latency, errors, events and
-positions stored (counted in the database after the run), how many routes' progress lags
-their device's last position, and the CPU seconds of the server (the tracker processes),
-of PostgreSQL's backends for the bench database and of the load generator; then
+Throughput (the default): 64 keep-alive connections (`--clients`) post as fast as the
+server acknowledges, the devices taken in turn, from wrk with a Lua script when installed
+(`bench/fleet_load.py`; `--client python` for the Python one, ~3× the CPU per request).
+Run twice per device count, each on a fresh database and a fresh `tracker serve --workers
+2`: once with every device on an active route of 30 stops (path = the drive ahead of it,
+created with `POST /api/v1/routes`), once without routes. Device i's fixes: the first far
+enough in the past that the run never catches up with the clock (at up to `--max-rate`),
+each next one `--step-s` (1 s) later and that much further along the drive: real speeds, so
+the jump filter passes every ping, and nothing is in the future. The window opens after
+`--warmup-s` and once every device had 4 pings acknowledged (a route's first fix on each
+worker builds its plan: a one-off cost). Prints, per phase: acknowledged pings/s (202 with
+`stored: 1`), p50/p99 ack latency, errors, events stored in the window and in all,
+positions stored, how many routes' progress lags their device's last position after the
+run, and the CPU seconds in the window of the server (the tracker processes), of
+PostgreSQL's backends for the bench database and of the load generator; then
 routed/unrouted and, with several device counts, the rate at the largest count ÷ the first.
+The bus is local to each worker unless `--redis` (a redis-server of its own).
 
 Paced (`--paced`, `bench/fleet_paced.py`): N routed devices at 1 ping/s each for
 `--duration` seconds, fix time = the wall-clock time of the POST; p50/p99 ping → ack and
@@ -36,30 +40,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
+import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 from common import (
-    PostConnection,
     add_devices,
-    cpu_of,
-    cpu_spent,
-    machine_busy,
-    new_hist,
     percentile,
     print_results,
-    process_tree,
-    record,
+    private_redis,
     run_loop,
     running_server,
 )
 from fleet_drive import Fleet, create_routes
+from fleet_load import WARM_PINGS, Pings, python_load, wrk_load
 
 BENCH_DB = os.environ.get(
     "BENCH_FLEET_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/tracker_fleet_bench"
@@ -67,171 +66,7 @@ BENCH_DB = os.environ.get(
 ADMIN = "fleet-bench-" + secrets.token_hex(8)
 # The load generator plays thousands of phones: auth lookups cached like ingest_bench's.
 SERVER_ENV = {"TRACKER_AUTH_CACHE_S": "30"}
-WARM_PINGS = 4
-WARM_MAX_S = 600.0
 TARGETS = {"ratio": 0.8, "unrouted_rate": 8000.0, "scale": 0.8}
-
-
-@dataclass
-class Load:
-    """What the load generator saw in the measured window (and outside it, for errors)."""
-
-    seconds: float = 0.0
-    acked: int = 0  # 202 with "stored":1, sent in the window
-    hist: list[int] = field(default_factory=new_hist)
-    sent: int = 0  # over the whole phase, warm-up included
-    statuses: dict[str, int] = field(default_factory=dict)  # everything but a stored 202
-    first_error: str = ""
-    warmup_s: float = 0.0  # until every device had its first pings acknowledged
-    events: int = 0  # stored in the window
-    cpu: dict[str, float] = field(default_factory=dict)
-    machine_busy: float = 0.0
-
-
-class Pings:
-    """Each device's next ping: fixes moving forward in time along its drive."""
-
-    def __init__(self, fleet: Fleet, step_s: float, lead_s: float) -> None:
-        self.fleet = fleet
-        self.step = step_s
-        start = time.time() - lead_s
-        self.last = [start] * fleet.devices  # fix time of the device's last ping
-        self.drive = [0.0] * fleet.devices  # seconds of drive so far
-        self.busy = bytearray(fleet.devices)  # a ping of the device is in flight
-        self.acked = [0] * fleet.devices
-        self.warm = 0  # devices with at least `WARM_PINGS` pings acknowledged
-        self.clamped = 0  # pings whose fix had caught up with the clock
-
-    def next(self, i: int) -> bytes:
-        last = self.last[i]
-        t = last + self.step
-        now = time.time() - 0.001
-        if t > now:
-            t = now
-            self.clamped += 1
-        t = max(round(t, 3), round(last + 0.001, 3))  # whole ms, always after the last fix
-        self.drive[i] += t - last
-        self.last[i] = t
-        return self.fleet.ping(i, t, self.drive[i])
-
-
-async def backend_pids(conn: asyncpg.Connection) -> list[int]:
-    """PostgreSQL backends connected to the bench database (not this one)."""
-    rows = await conn.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid()"
-    )
-    return [r["pid"] for r in rows]
-
-
-async def drive(
-    base: str,
-    tokens: list[str],
-    pings: Pings,
-    *,
-    clients: int,
-    warmup_s: float,
-    seconds: float,
-    count: int | None,
-    server_pid: int,
-) -> Load:
-    """Post pings from `clients` connections for `warmup_s` + `seconds` (or until `count`
-    pings sent in the window were answered); measure the window after the warm-up."""
-    parts = urlsplit(base)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    load = Load()
-    n = len(tokens)
-    state = {"k": 0, "measuring": False, "stop": False}
-    conns = [await PostConnection.open(host, port) for _ in range(clients)]
-
-    def pick() -> int:
-        # The devices in turn, skipping one whose previous ping is still in flight (with
-        # fewer devices than clients), so each device's pings arrive in fix order.
-        for _ in range(n):
-            i = state["k"] % n
-            state["k"] += 1
-            if not pings.busy[i]:
-                return i
-        return -1
-
-    async def client(conn: PostConnection) -> None:
-        while not state["stop"]:
-            i = pick()
-            if i < 0:
-                await asyncio.sleep(0.001)
-                continue
-            pings.busy[i] = 1
-            body = pings.next(i)
-            measured = state["measuring"]
-            load.sent += 1
-            t0 = time.perf_counter()
-            try:
-                status = await conn.post("/api/v1/positions", tokens[i], body)
-            except ConnectionError:
-                load.statuses["connection lost"] = load.statuses.get("connection lost", 0) + 1
-                conn = await PostConnection.open(host, port)
-                continue
-            finally:
-                pings.busy[i] = 0
-            elapsed = time.perf_counter() - t0
-            if status == 202 and b'"stored":1' in conn.body:
-                pings.acked[i] += 1
-                if pings.acked[i] == WARM_PINGS:
-                    pings.warm += 1
-                # Counted when sent and answered within the window.
-                if measured and state["measuring"]:
-                    load.acked += 1
-                    record(load.hist, elapsed)
-                    if count is not None and load.acked >= count:
-                        state["stop"] = True
-                continue
-            key = f"{status} duplicate" if status == 202 else str(status)
-            load.statuses[key] = load.statuses.get(key, 0) + 1
-            if not load.first_error:
-                load.first_error = f"{status} {conn.body[:300].decode(errors='replace')}"
-
-    async def clock() -> None:
-        began = time.perf_counter()
-        await asyncio.sleep(warmup_s)
-        # A route's first fixes on each worker build its plan, a one-off cost: the window
-        # starts once every device had a few pings acknowledged (so both workers saw it).
-        while pings.warm < n and time.perf_counter() - began < WARM_MAX_S:
-            await asyncio.sleep(0.1)
-        load.warmup_s = time.perf_counter() - began
-        db = await asyncpg.connect(BENCH_DB)
-        try:
-            events0 = await db.fetchval("SELECT count(*) FROM events")
-            procs = process_tree(server_pid)  # tracker serve and its workers
-            backends = await backend_pids(db)
-            me = [os.getpid()]
-            before = (cpu_of(procs), cpu_of(backends), cpu_of(me), machine_busy())
-            state["measuring"] = True
-            t0 = time.perf_counter()
-            deadline = t0 + (seconds if count is None else 3600.0)
-            while not state["stop"] and time.perf_counter() < deadline:
-                await asyncio.sleep(0.05)
-            state["measuring"] = False
-            load.seconds = time.perf_counter() - t0
-            load.events = await db.fetchval("SELECT count(*) FROM events") - events0
-            backends = sorted(set(backends) | set(await backend_pids(db)))
-            after = (cpu_of(procs), cpu_of(backends), cpu_of(me), machine_busy())
-            state["stop"] = True
-        finally:
-            await db.close()
-        load.cpu = {
-            "server_s": cpu_spent(before[0], after[0]),
-            "postgres_s": cpu_spent(before[1], after[1]),
-            "client_s": cpu_spent(before[2], after[2]),
-        }
-        busy, total = after[3][0] - before[3][0], after[3][1] - before[3][1]
-        load.machine_busy = busy / max(1, total)
-
-    try:
-        await asyncio.gather(clock(), *(client(c) for c in conns))
-    finally:
-        for c in conns:
-            c.close()
-    return load
 
 
 async def db_counts(routed: bool) -> dict[str, Any]:
@@ -269,12 +104,17 @@ def phase(args: argparse.Namespace, devices: int, routed: bool) -> dict[str, Any
     fleet = Fleet.munich(devices)
     name = "routed" if routed else "unrouted"
     workers = ["--workers", str(args.workers)]
-    with running_server(BENCH_DB, ADMIN, SERVER_ENV, workers, "/readyz", 30.0) as server:
+    with contextlib.ExitStack() as stack:
+        env = dict(SERVER_ENV)
+        if args.redis:
+            env["REDIS_URL"] = stack.enter_context(private_redis())
+        server = stack.enter_context(running_server(BENCH_DB, ADMIN, env, workers, "/readyz", 30.0))
         t0 = time.perf_counter()
         prefix = "r" if routed else "u"
         tokens = asyncio.run(add_devices(server.base, ADMIN, devices, prefix, name))
         registered_s = time.perf_counter() - t0
         routes_s = 0.0
+        clamped = 0
         if routed:
             ids = [f"{prefix}-{i:04d}" for i in range(devices)]
             routes_s = asyncio.run(
@@ -284,34 +124,59 @@ def phase(args: argparse.Namespace, devices: int, routed: bool) -> dict[str, Any
         # (the warm-up's first pings are slower: WARM_PINGS each, at most --max-rate).
         per_device = WARM_PINGS + args.max_rate * args.warmup_s / devices
         per_device += args.pings / devices if args.pings else args.max_rate * args.seconds / devices
-        pings = Pings(fleet, args.step_s, min(per_device * args.step_s + 5.0, 6 * 3600.0))
-        load: Load = run_loop(
-            drive(
-                server.base,
-                tokens,
-                pings,
-                clients=args.clients,
-                warmup_s=args.warmup_s,
-                seconds=args.seconds,
-                count=args.pings,
-                server_pid=server.process.pid,
+        lead_s = min(per_device * args.step_s + 5.0, 6 * 3600.0)
+        if args.client == "wrk":
+            load = run_loop(
+                wrk_load(
+                    server.base,
+                    BENCH_DB,
+                    tokens,
+                    fleet,
+                    step_s=args.step_s,
+                    lead_s=lead_s,
+                    clients=args.clients,
+                    warmup_s=args.warmup_s,
+                    seconds=args.seconds,
+                    server_pid=server.process.pid,
+                )
             )
-        )
+        else:
+            pings = Pings(fleet, args.step_s, lead_s)
+            load = run_loop(
+                python_load(
+                    server.base,
+                    BENCH_DB,
+                    tokens,
+                    pings,
+                    clients=args.clients,
+                    warmup_s=args.warmup_s,
+                    seconds=args.seconds,
+                    count=args.pings,
+                    server_pid=server.process.pid,
+                )
+            )
+            clamped = pings.clamped
+        ended = time.time()
         time.sleep(args.settle_s)  # route work after an ack (if any) finishes
         counts = asyncio.run(db_counts(routed))
     rate = load.acked / max(load.seconds, 1e-9)
     return {
         "phase": name,
         "devices": devices,
+        "bus": "redis" if args.redis else "local",
         "rate": round(rate, 1),
         "acked": load.acked,
         "seconds": round(load.seconds, 2),
-        "p50_ms": percentile(load.hist, 0.5),
-        "p99_ms": percentile(load.hist, 0.99),
+        "p50_ms": load.p50_ms if load.p50_ms is not None else percentile(load.hist, 0.5),
+        "p99_ms": load.p99_ms if load.p99_ms is not None else percentile(load.hist, 0.99),
         "sent": load.sent,
         "not_stored": load.statuses,
+        # In the window (warm-up errors are listed in not_stored, not counted here).
+        "errors": sum(v for k, v in load.statuses.items() if not k.startswith("warm-up")),
         "first_error": load.first_error,
-        "fixes_clamped_to_now": pings.clamped,
+        "client": args.client,
+        "fixes_clamped_to_now": clamped,
+        "newest_fix_age_s": round(ended - load.newest_fix, 1),
         "warmup_s": round(load.warmup_s, 1),
         "events_in_window": load.events,
         **counts,
@@ -336,7 +201,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         behind = r.get("routes_behind", "")
         lines.append(
             f"{r['phase']:<9} {r['devices']:>7,} {r['rate']:>9,.0f} {r['p50_ms'] or 0:>6.0f} "
-            f"{r['p99_ms'] or 0:>6.0f} {sum(r['not_stored'].values()):>6} "
+            f"{r['p99_ms'] or 0:>6.0f} {r['errors']:>6} "
             f"{r['events_in_window']:>7,} {r['events']:>8,} {r['positions']:>9,} "
             f"{behind!s:>6} {r['server_cpu_s']:>6.1f}s {r['postgres_cpu_s']:>5.1f}s "
             f"{r['client_cpu_s']:>5.1f}s {r['machine_busy_pct']:>4.0f}% {r['warmup_s']:>6.1f}s"
@@ -384,7 +249,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64, help="concurrent connections")
     parser.add_argument("--workers", type=int, default=2, help="tracker serve --workers")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured time per phase")
-    parser.add_argument("--pings", type=int, help="measure this many pings instead")
+    parser.add_argument(
+        "--pings", type=int, help="measure this many pings instead (--client python)"
+    )
+    parser.add_argument(
+        "--client",
+        choices=["wrk", "python"],
+        help="load generator (default wrk when installed: a third of Python's CPU)",
+    )
     parser.add_argument(
         "--warmup-s",
         type=float,
@@ -400,9 +272,19 @@ def main() -> None:
     parser.add_argument("--paced", action="store_true", help="1 ping/s per device instead")
     parser.add_argument("--duration", type=float, default=30.0, help="paced: measured seconds")
     parser.add_argument("--tick-ms", type=float, default=150.0, help="paced: TRACKER_TICK_MS")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="a Redis bus (own redis-server); paced with "
+        "several workers always has one, or a socket would see one worker's pings only",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     counts = [int(x) for x in args.devices.split(",") if x]
+    if args.client is None:
+        args.client = "wrk" if shutil.which("wrk") and not args.pings else "python"
+    if args.client == "wrk" and args.pings:
+        parser.error("--pings needs --client python (wrk runs for a time)")
     if args.warmup_s is None:
         args.warmup_s = 10.0 if args.paced else 3.0
     if args.paced:
@@ -431,7 +313,8 @@ def main() -> None:
     print_results({"cpus": os.cpu_count(), "workers": args.workers, "phases": rows}, args.json)
     print(
         f"\nmachine: {os.cpu_count()} cores; tracker serve --workers {args.workers}; "
-        f"{args.clients} clients; single-ping requests, fixes moving forward along the drive"
+        f"{args.clients} clients; {'Redis' if args.redis else 'local'} bus; single-ping "
+        "requests, fixes moving forward along the drive"
     )
     print(table(rows))
     print("\n".join(verdicts(rows)))

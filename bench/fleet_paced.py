@@ -41,6 +41,7 @@ from common import (
     new_hist,
     percentile,
     post_pings,
+    private_redis,
     process_tree,
     record,
     run_to_queue,
@@ -167,6 +168,17 @@ def paced(
     args: argparse.Namespace, devices: int, db: str, admin: str, env: dict[str, str]
 ) -> dict[str, Any]:
     """Run the paced mode on a fresh database and server; returns the figures."""
+    # A worker's local bus reaches only its own sockets: with several, the pings another
+    # worker takes reach the dispatcher through Redis, as in a real deployment.
+    with contextlib.ExitStack() as stack:
+        if args.workers > 1 or args.redis:
+            env = {**env, "REDIS_URL": stack.enter_context(private_redis())}
+        return _paced(args, devices, db, admin, env)
+
+
+def _paced(
+    args: argparse.Namespace, devices: int, db: str, admin: str, env: dict[str, str]
+) -> dict[str, Any]:
     fleet = Fleet.munich(devices)
     env = {**env, "TRACKER_TICK_MS": str(args.tick_ms)}
     workers = ["--workers", str(args.workers)]
@@ -218,6 +230,7 @@ def paced(
         "devices": devices,
         "seconds": seconds,
         "tick_ms": args.tick_ms,
+        "bus": "redis" if "REDIS_URL" in env else "local",
         "routes_s": round(routes_s, 1),
         "pings_per_s": round(pinger_r["ok_in_window"] / seconds, 1),
         "ack": _summary(ack),
