@@ -105,7 +105,7 @@ def phase(args: argparse.Namespace, devices: int, routed: bool) -> dict[str, Any
     name = "routed" if routed else "unrouted"
     workers = ["--workers", str(args.workers)]
     with contextlib.ExitStack() as stack:
-        env = dict(SERVER_ENV)
+        env = {**SERVER_ENV, **dict(args.env)}
         if args.redis:
             env["REDIS_URL"] = stack.enter_context(private_redis())
         server = stack.enter_context(running_server(BENCH_DB, ADMIN, env, workers, "/readyz", 30.0))
@@ -164,6 +164,7 @@ def phase(args: argparse.Namespace, devices: int, routed: bool) -> dict[str, Any
         "phase": name,
         "devices": devices,
         "bus": "redis" if args.redis else "local",
+        "env": dict(args.env),
         "rate": round(rate, 1),
         "acked": load.acked,
         "seconds": round(load.seconds, 2),
@@ -278,6 +279,14 @@ def main() -> None:
         help="a Redis bus (own redis-server); paced with "
         "several workers always has one, or a socket would see one worker's pings only",
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=lambda kv: tuple(kv.split("=", 1)),
+        metavar="NAME=VALUE",
+        help="a setting for the server (repeatable), e.g. TRACKER_ROUTE_CACHE_S=60",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     counts = [int(x) for x in args.devices.split(",") if x]
@@ -290,7 +299,7 @@ def main() -> None:
     if args.paced:
         from fleet_paced import paced
 
-        out = paced(args, counts[0], BENCH_DB, ADMIN, SERVER_ENV)
+        out = paced(args, counts[0], BENCH_DB, ADMIN, {**SERVER_ENV, **dict(args.env)})
         print_results(out, args.json)
         print(
             f"\npaced: {out['devices']:,} routed devices at 1 ping/s, {out['seconds']:.0f} s "
