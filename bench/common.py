@@ -51,6 +51,41 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process descended from it (a `tracker serve --workers N` parent and
+    its workers), from the parent ids in /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        parents.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(parents.get(p, []))
+    return tree
+
+
+def cpu_of(pids: Sequence[int]) -> dict[int, float]:
+    """CPU seconds so far of each process still running (see cpu_seconds)."""
+    used = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            used[pid] = cpu_seconds(pid)
+    return used
+
+
+def cpu_spent(before: Mapping[int, float], after: Mapping[int, float]) -> float:
+    """CPU seconds the processes in `after` used since `before` (a process new since then
+    counts from 0; one that exited meanwhile is lost)."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
 def machine_busy() -> tuple[int, int]:
     """(busy, total) CPU jiffies of the whole machine so far, from /proc/stat."""
     values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -155,9 +190,9 @@ def start_server(
     env_overrides: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start `tracker serve` on 127.0.0.1:`port` with a local bus (REDIS_URL removed), its
-    public URL that address; `env_overrides` and `extra_args` add settings and options.
-    Does not wait for it to be ready."""
+    """Start `tracker serve` on 127.0.0.1:`port` with a local bus (REDIS_URL removed unless
+    `env_overrides` sets it), its public URL that address; `env_overrides` and `extra_args`
+    add settings and options. Does not wait for it to be ready."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -172,7 +207,8 @@ def start_server(
         "TRACKER_WS_MAX_PER_TOKEN": "0",
         **(env_overrides or {}),
     }
-    env.pop("REDIS_URL", None)
+    if "REDIS_URL" not in (env_overrides or {}):
+        env.pop("REDIS_URL", None)
     return subprocess.Popen(
         [str(TRACKER), "serve", "--port", str(port), *extra_args, "--log-level", "warning"],
         env=env,
@@ -199,6 +235,36 @@ def stop_server(server: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         server.wait(timeout)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of the benchmark's own on a free port, saving nothing; yields its URL.
+
+    Pub/sub channels are global to a Redis server (whatever the database number), so on a
+    shared one the benchmark's bus messages would reach every other tracker using it, and
+    theirs the benchmark's server.
+    """
+    port = free_port()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(["redis-server", *args], stdout=subprocess.DEVNULL)
+    try:
+        address = ("127.0.0.1", port)
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(address, 1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("redis-server did not come up")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @dataclass(frozen=True)
@@ -366,7 +432,9 @@ class PostConnection(asyncio.Protocol):
         self._host = host.encode()
         self._parser = httptools.HttpResponseParser(self)
         self._done: asyncio.Future[int] | None = None
+        self._body: list[bytes] = []
         self.transport: asyncio.Transport | None = None
+        self.body = b""  # the last response's body
 
     @classmethod
     async def open(cls, host: str, port: int) -> PostConnection:
@@ -385,12 +453,17 @@ class PostConnection(asyncio.Protocol):
         if self._done is not None and not self._done.done():
             self._done.set_exception(ConnectionError("connection lost"))
 
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
     def on_message_complete(self) -> None:
+        self.body = b"".join(self._body)
+        self._body.clear()
         if self._done is not None and not self._done.done():
             self._done.set_result(self._parser.get_status_code())
 
     async def post(self, path: str, token: str, body: bytes) -> int:
-        """POST and wait for the response; returns its status code."""
+        """POST and wait for the response; returns its status code (its body in `body`)."""
         assert self.transport is not None
         self._done = asyncio.get_running_loop().create_future()
         self.transport.write(

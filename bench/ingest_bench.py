@@ -2,7 +2,8 @@
 
 Prints, on this machine:
   1. single-ping requests acknowledged per second with p50/p99 latency at 64 concurrent
-     clients (wrk with a Lua script; each request a fresh ping of its own device),
+     clients (wrk with a Lua script; each request the next ping of one of 64 devices, its
+     fix time moving forward, so every ping is its device's new last position),
   2. pings per second in batches of 500 (several client processes),
   3. the raw PostGIS COPY rate of the same rows, for the gap to the limit.
 
@@ -41,24 +42,32 @@ WRK_SCRIPT = r"""
 local tokens = {}
 local counter = 0
 local thread_id = 0
-local n_threads = 0
 function setup(thread)
   thread_id = thread_id + 1
   thread:set("tid", thread_id)
 end
+-- Each thread posts for its own share of the devices (every N_THREADS-th token), so the
+-- pings of one device come from one thread, in order.
 function init(args)
-  for token in string.gmatch(args[1], "[^,]+") do table.insert(tokens, token) end
+  local i = 0
+  for token in string.gmatch(args[1], "[^,]+") do
+    if i % N_THREADS == tid - 1 then table.insert(tokens, token) end
+    i = i + 1
+  end
   counter = 0
 end
--- Each connection-slot uses its own device; times step back 1 ms per request so every
--- ping is new (no duplicates) and lies in the past.
+-- Each request is the next ping of the thread's next device: a device's fix times move
+-- forward STEP_MS per ping from BASE_MS (in the past), so every ping is new (no
+-- duplicates) and its device's new last position, as a live phone's: it takes the jump
+-- check and the last-position update, not the late-ping path.
 function request()
+  local n = #tokens
+  local token = tokens[(counter % n) + 1]
+  local t = BASE_MS + math.floor(counter / n) * STEP_MS
   counter = counter + 1
-  local token = tokens[(counter % #tokens) + 1]
-  local t = BASE_MS - (tid * 100000000) - counter
   -- The position follows the time (0.1 m/s), so any two pings of a device are plausible.
   local body = string.format('{"time":%d,"lat":%.9f,"lon":%.6f,"speed":12.5,"course":90}',
-    t, 48.0 + (t % 1000000000) / 1000000000, 11.5)
+    t, 48.1 + (t - ORIGIN_MS) / 1000000000, 11.5)
   return wrk.format("POST", "/api/v1/positions",
     {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}, body)
 end
@@ -82,18 +91,34 @@ end
 """
 
 
-def bench_single(port: int, tokens: list[str], seconds: int, connections: int) -> dict[str, float]:
+THREADS = 2
+STEP_MS = 10  # between a device's fixes
+MAX_RATE = 40_000  # requests/s no run reaches: sets how far in the past the fixes start
+ORIGIN_MS = int(time.time() * 1000)  # positions are relative to this, the same every run
+
+
+def bench_single(
+    port: int, tokens: list[str], seconds: int, connections: int, after_ms: int
+) -> dict[str, float]:
+    """One wrk run; `after_ms`: every fix is later than this (the previous run's last).
+    The result's "last_ms" bounds this run's newest fix."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
+    per_thread = len(tokens) // THREADS  # the fewest devices a thread has
+    # Far enough back that even MAX_RATE never runs the fixes into the future.
+    lead_ms = MAX_RATE * seconds // per_thread * STEP_MS + 5000
+    base_ms = max(int(time.time() * 1000) - lead_ms, after_ms + STEP_MS)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        base_ms = int((datetime.now(UTC) - timedelta(minutes=1)).timestamp() * 1000)
         script = Path(tmp) / "ping.lua"
-        script.write_text(f'BASE_MS = {base_ms}\nOUT_FILE = "{out}"\n' + WRK_SCRIPT)
+        script.write_text(
+            f"BASE_MS = {base_ms}\nSTEP_MS = {STEP_MS}\nORIGIN_MS = {ORIGIN_MS}\n"
+            f'N_THREADS = {THREADS}\nOUT_FILE = "{out}"\n' + WRK_SCRIPT
+        )
         subprocess.run(
             [
                 "wrk",
-                "-t2",
+                f"-t{THREADS}",
                 f"-c{connections}",
                 f"-d{seconds}s",
                 "--latency",
@@ -107,6 +132,7 @@ def bench_single(port: int, tokens: list[str], seconds: int, connections: int) -
             capture_output=True,
         )
         result: dict[str, float] = json.loads(out.read_text())
+        result["last_ms"] = base_ms + (int(result["requests"]) // per_thread + 1) * STEP_MS
         errors = Path(str(out) + ".err")
         if errors.exists():
             print("first non-202 answers:", errors.read_text()[:600], file=sys.stderr)
@@ -114,16 +140,19 @@ def bench_single(port: int, tokens: list[str], seconds: int, connections: int) -
 
 
 def _batch_bodies(batch: int, count: int, seed: int) -> list[bytes]:
-    """Request bodies made before the clock starts, so the client spends its CPU on sending."""
-    base_ms = int((datetime.now(UTC) - timedelta(days=1)).timestamp() * 1000) - seed * 10**10
+    """Request bodies made before the clock starts, so the client spends its CPU on sending.
+    Each client has its own device; its fixes move forward 1 ms each from a day ago (at
+    most ~30 minutes' worth), so every batch's newest is the device's new last position."""
+    base_ms = int((datetime.now(UTC) - timedelta(days=1)).timestamp() * 1000)
     bodies = []
     n = 0
     for _ in range(count):
         pings = []
         for _ in range(batch):
             n += 1
-            # Older by 1 ms and ~0.1 m/s along a line each step: plausible for the filters.
-            pings.append({"time": base_ms - n, "lat": 48.1 + n * 1e-9, "lon": 11.5, "speed": 10.0})
+            # Newer by 1 ms and ~0.1 m/s along a line each step: plausible for the filters.
+            lat = 48.1 + seed * 0.01 + n * 1e-9
+            pings.append({"time": base_ms + n, "lat": lat, "lon": 11.5, "speed": 10.0})
         bodies.append(orjson.dumps({"positions": pings}))
     return bodies
 
@@ -229,8 +258,10 @@ def main() -> None:
         batch_tokens = asyncio.run(add_devices(base, ADMIN, args.batch_clients, "batch", "batch"))
         asyncio.run(add_devices(base, ADMIN, 1, "copy", "copy"))
         # Warm-up: fills auth caches and connection pools of both workers.
-        bench_single(port, single_tokens, 2, args.connections)
-        single = bench_single(port, single_tokens, args.seconds, args.connections)
+        warm = bench_single(port, single_tokens, 2, args.connections, 0)
+        single = bench_single(
+            port, single_tokens, args.seconds, args.connections, int(warm["last_ms"])
+        )
         batches = bench_batches(port, batch_tokens, args.seconds, args.batch_clients, args.batch)
     raw = asyncio.run(bench_raw_copy(args.copy_rows))
 
