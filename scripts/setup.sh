@@ -107,6 +107,12 @@ if [ "$want_test" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
 fi
 
 # --- Chromium for the browser tests -------------------------------------------------------
+# wrk: the benchmarks' load generator (bench/ingest_bench.py, bench/fleet_bench.py), run
+# by tests/deploy/test_fleet_bench.py.
+if [ "$want_test" = 1 ] && ! command -v wrk >/dev/null; then
+    log "installing wrk"
+    apt_install wrk
+fi
 if [ "$want_test" = 1 ] && [ ! -x /usr/bin/chromium ]; then
     log "installing Chromium"
     apt_install chromium
