@@ -7,12 +7,14 @@ from collections import OrderedDict
 
 import asyncpg
 
+from tracker import offload
 from tracker.core.route import progress
 from tracker.core.route.progress import RoutePlan
 from tracker.store import learning as learned
 from tracker.store import routes as store
 
 _PLANS = 1024  # plans kept per instance
+_LONG_PATH = 200  # path points from which building a plan is worth a thread
 
 
 class PlanCache:
@@ -30,7 +32,9 @@ class PlanCache:
             self._plans.move_to_end(route_id)
             return cached[1]
         route = await store.load_route(conn, route_id)
-        plan = progress.plan(route, await learned.snapshot(conn, route.path))
+        history = await learned.snapshot(conn, route.path)
+        # Tens of milliseconds for a long road path: in a thread, so the acks go on.
+        plan = await offload.run(len(route.path) >= _LONG_PATH, progress.plan, route, history)
         self.keep(route_id, plan, revision)
         return plan
 
