@@ -242,6 +242,7 @@ class RouteWork:
             fixes = await progress_store.positions_after(conn, after, _LIMIT)
             rows: list[progress_store.StateRow] = []
             kept: dict[int, RouteState] = {}
+            stops: list[tuple[int, list[store.StopValues]]] = []
             logged: list[tuple[str, list[Event]]] = []
             changed: list[tuple[str, int, list[Event]]] = []
             for device_id, head in heads.items():
@@ -260,14 +261,14 @@ class RouteWork:
                 if state.last_fix_time is not None:
                     done.applied[item.device] = state.last_fix_time
                 if moved.events:
-                    values = progress_store.stop_values(plan, state, moved.etas)
-                    await store.save_stops(conn, head.id, values)
+                    stops.append((head.id, progress_store.stop_values(plan, state, moved.etas)))
                     logged.append((item.device, moved.events))
                     changed.append((item.device, head.id, moved.events))
             seqs = await progress_store.save_states(conn, rows)
+            await store.save_stops_of(conn, stops)
             await self._events.store(conn, logged)
-            for device, route_id, events in changed:
-                done.out.append((device, events, await store.route_by_id(conn, route_id)))
+            bodies = await store.routes_by_ids(conn, [r for _, r, _ in changed])
+            done.out.extend((device, events, bodies.get(r)) for device, r, events in changed)
         # Committed: these states are the stored ones, at these sequence numbers.
         for route_id, seq in seqs.items():
             self._states[route_id] = (seq, kept[route_id])

@@ -309,29 +309,39 @@ async def save_state(
 
 async def save_stops(conn: asyncpg.Connection, route_id: int, stops: Sequence[StopValues]) -> None:
     """Write the stops' status, times and published ETAs in one statement."""
+    await save_stops_of(conn, [(route_id, stops)])
+
+
+async def save_stops_of(
+    conn: asyncpg.Connection, batch: Sequence[tuple[int, Sequence[StopValues]]]
+) -> None:
+    """Write the stops' status, times and published ETAs of several routes at once."""
+    flat = [(route_id, v) for route_id, values in batch for v in values]
+    if not flat:
+        return
     await conn.execute(
         """
         UPDATE stops SET status = v.status, reason = v.reason, arrived_at = v.arrived_at,
                          completed_at = v.completed_at, eta = v.eta,
                          eta_earliest = v.eta_earliest, eta_latest = v.eta_latest,
                          deferred = v.deferred
-        FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
+        FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
                     $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[],
                     $10::boolean[])
-             AS v(id, status, reason, arrived_at, completed_at, eta, eta_earliest, eta_latest,
-                  deferred)
-        WHERE stops.id = v.id AND stops.route_id = $1
+             AS v(route_id, id, status, reason, arrived_at, completed_at, eta, eta_earliest,
+                  eta_latest, deferred)
+        WHERE stops.id = v.id AND stops.route_id = v.route_id
         """,
-        route_id,
-        [s.stop_id for s in stops],
-        [s.status for s in stops],
-        [s.reason for s in stops],
-        [s.arrived_at for s in stops],
-        [s.completed_at for s in stops],
-        [s.eta for s in stops],
-        [s.eta_earliest for s in stops],
-        [s.eta_latest for s in stops],
-        [s.deferred for s in stops],
+        [r for r, _ in flat],
+        [v.stop_id for _, v in flat],
+        [v.status for _, v in flat],
+        [v.reason for _, v in flat],
+        [v.arrived_at for _, v in flat],
+        [v.completed_at for _, v in flat],
+        [v.eta for _, v in flat],
+        [v.eta_earliest for _, v in flat],
+        [v.eta_latest for _, v in flat],
+        [v.deferred for _, v in flat],
     )
 
 
@@ -449,6 +459,21 @@ async def route_by_id(conn: asyncpg.Connection | asyncpg.Pool, route_id: int) ->
         return None
     stops = await conn.fetch(_STOP_COLUMNS + " WHERE route_id = $1 ORDER BY seq", route_id)
     return route_json(route, stops)
+
+
+async def routes_by_ids(conn: asyncpg.Connection, route_ids: Sequence[int]) -> dict[int, JsonDict]:
+    """Route JSON of several routes (two queries for any number)."""
+    if not route_ids:
+        return {}
+    ids = list(route_ids)
+    routes = await conn.fetch(_ROUTE_COLUMNS + " WHERE r.id = ANY($1::bigint[])", ids)
+    stops = await conn.fetch(
+        _STOP_COLUMNS + " WHERE route_id = ANY($1::bigint[]) ORDER BY route_id, seq", ids
+    )
+    by_route: dict[int, list[asyncpg.Record]] = {}
+    for stop in stops:
+        by_route.setdefault(stop["route_id"], []).append(stop)
+    return {r["id"]: route_json(r, by_route.get(r["id"], [])) for r in routes}
 
 
 async def active_route_summaries(pool: asyncpg.Pool) -> dict[str, JsonDict]:
