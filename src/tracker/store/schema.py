@@ -611,3 +611,21 @@ messages = Table(
         postgresql_where=text("status = 'pending'"),
     ),
 )
+
+# -- sql/011_eta_accuracy.sql: live ETA accuracy, one row per arrival and horizon ------------
+eta_accuracy = Table(
+    "eta_accuracy",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("arrival_event_id", BigInteger, ForeignKey("events.id", ondelete="SET NULL")),
+    Column("route_id", BigInteger, ForeignKey("routes.id", ondelete="SET NULL")),
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="SET NULL")),
+    Column("arrived_at", Timestamp, nullable=False),
+    Column("horizon_s", Integer, nullable=False),
+    Column("error_s", Double, nullable=False),
+    Column("inside", Boolean),
+    Column("accurate", Boolean),
+    CheckConstraint("horizon_s > 0"),
+    UniqueConstraint("arrival_event_id", "horizon_s"),
+    Index("eta_accuracy_by_time", "arrived_at"),
+)
