@@ -221,13 +221,16 @@ class Runtime:
             await asyncio.sleep(1.0)
             metrics.flush()
 
+    async def refresh_accuracy_metrics(self) -> None:
+        """Set the live accuracy gauges from the deployment's samples (see metrics.py)."""
+        since = datetime.now(UTC) - timedelta(seconds=metrics.ACCURACY_WINDOW_S)
+        by_horizon, _ = await accuracy_store.totals(self.pool, since)
+        metrics.set_accuracy(accuracy.report(by_horizon))
+
     async def _accuracy_metrics(self) -> None:
-        # The live accuracy gauges, from the deployment's samples (see metrics.py).
         while True:
-            since = datetime.now(UTC) - timedelta(seconds=metrics.ACCURACY_WINDOW_S)
             try:
-                by_horizon, _ = await accuracy_store.totals(self.pool, since)
-                metrics.set_accuracy(accuracy.report(by_horizon))
+                await self.refresh_accuracy_metrics()
             except DB_ERRORS:
                 pass  # the next round tries again; the gauges keep their last values
             await asyncio.sleep(metrics.ACCURACY_REFRESH_S)
