@@ -119,7 +119,7 @@ async def test_arrivals_score_the_etas_shown_before_them(
         assert bucket["mae_s"] == pytest.approx(sum(abs(e) for _, e, _ in group) / len(group))
         assert bucket["bias_s"] == pytest.approx(sum(e for _, e, _ in group) / len(group))
         assert bucket["coverage"] == pytest.approx(sum(i for *_, i in group) / len(group))
-        rated = [accurate(h, e) for h, e, _ in group if accurate(h, e) is not None]
+        rated = [bool(accurate(h, e)) for h, e, _ in group if accurate(h, e) is not None]
         if rated:
             assert bucket["accurate"] == pytest.approx(sum(rated) / len(rated))
     shares = []

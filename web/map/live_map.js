@@ -31,6 +31,7 @@ import {
   etaChangeText,
   describeEvent,
 } from "./format.js";
+import { AccuracyPanel } from "./accuracy.js";
 import { RouteBoard } from "./board.js";
 import { EventFeed } from "./feed.js";
 import { Replay } from "./replay.js";
@@ -80,6 +81,7 @@ export function LiveMap(map, config) {
     self.focus(id);
   });
   this.replay = new Replay(map);
+  this.accuracy = new AccuracyPanel();
   $("rc-replay").addEventListener("click", function () {
     var v = self.selected === null ? undefined : self.vehicles.get(self.selected);
     if (v) self.replay.open(v.data);
@@ -172,6 +174,7 @@ LiveMap.prototype.refreshBoard = function () {
 
 /** Stored events from before the page opened, once per sign-in. */
 LiveMap.prototype.loadHistory = function () {
+  this.accuracy.start(); // signed in: the accuracy panel loads, then once a minute
   if (this.historyLoaded) return;
   this.historyLoaded = true;
   var self = this;

@@ -229,10 +229,9 @@ class Runtime:
 
     async def _accuracy_metrics(self) -> None:
         while True:
-            try:
+            # Down: the next round tries again; the gauges keep their last values.
+            with contextlib.suppress(*DB_ERRORS):
                 await self.refresh_accuracy_metrics()
-            except DB_ERRORS:
-                pass  # the next round tries again; the gauges keep their last values
             await asyncio.sleep(metrics.ACCURACY_REFRESH_S)
 
     async def _purge_proofs(self, days: float) -> None:
