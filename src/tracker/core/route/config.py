@@ -57,12 +57,14 @@ class EtaConfig:
     spread: Spread = field(default_factory=Spread)
     # A stop.eta_changed event tells a material change (`publication.material`): the shown
     # minute changes, the ETA moved at least eta_change_s and eta_change_frac of the time
-    # to go from the one published last, and, unless it moved eta_jump times that much,
-    # eta_hold_s passed since the stop's last event. (eta.chain flags `moved` by the same
-    # first threshold; stages.publish applies the whole rule.)
+    # to go from the one published last, and, for a stop more than eta_hold_beyond_s away,
+    # unless it moved eta_jump times that much, eta_hold_s passed since the stop's last
+    # event. (eta.chain flags `moved` by the same threshold; stages.publish applies the
+    # whole rule.)
     eta_change_s: float = 60.0
     eta_change_frac: float = 0.10
     eta_hold_s: float = 120.0
+    eta_hold_beyond_s: float = 900.0
     eta_jump: float = 2.0
     arriving_s: float = 300.0
     max_gap_s: float = 300.0  # longer silences teach the speed estimate nothing
@@ -92,6 +94,7 @@ class EtaConfig:
             "eta_change_s",
             "eta_change_frac",
             "eta_hold_s",
+            "eta_hold_beyond_s",
         )
         for name in non_negative:
             if not getattr(self, name) >= 0.0:

@@ -9,9 +9,11 @@ when, against the one published last for the stop:
    still to go: 12 minutes out, a one-minute wobble is noise; two minutes before arrival it
    is news. The threshold is against the last *published* ETA, not the last computed one,
    so an ETA wandering back and forth inside the band stays quiet (hysteresis);
-3. and at least `eta_hold_s` (120 s) have passed since the stop's last event, unless the
-   move is large (at least `eta_jump` times the threshold): a drift does not turn into an
-   event per minute, a real jump (a jam, a long stop) is told at once.
+3. and, while the stop is more than `eta_hold_beyond_s` (15 min) away, at least
+   `eta_hold_s` (120 s) have passed since the stop's last event, unless the move is large
+   (at least `eta_jump` times the threshold): far out a drift does not turn into an event
+   per minute, a real jump (a jam, a long stop) is told at once; in the last quarter hour,
+   which customers watch (and the TransitApp benchmark rates), nothing is held.
 
 Two moments relax rules 2 and 3 to rule 1 alone, because the customer looks then: the
 stop becomes the next one (the vehicle left the stop before, or it was completed or
@@ -57,8 +59,9 @@ def material(
     floor = max(cfg.eta_change_s, cfg.eta_change_frac * max(0.0, new - t))
     if move < floor:
         return False
-    # Within the arriving window every minute counts: no hold.
-    held = last_s is not None and t - last_s < cfg.eta_hold_s and new - t > cfg.arriving_s
+    # Within the last quarter hour (what customers watch, and what TransitApp rates) a
+    # change past the threshold is told at once: no hold.
+    held = last_s is not None and t - last_s < cfg.eta_hold_s and new - t > cfg.eta_hold_beyond_s
     return not held or move >= cfg.eta_jump * floor
 
 
