@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.conftest import Server, add_device
+from tests.conftest import ARTIFACTS, Server, add_device
 from tests.e2e.conftest import BrowserTab
 from tests.e2e.test_map import TIMEOUT_MS, open_signed_in
 from tests.integration.test_accuracy_api import van
@@ -75,4 +75,6 @@ async def test_the_panel_shows_the_live_accuracy_and_refreshes(
     await expect(page.locator("#accuracy-summary")).to_have_text(
         "6 arrivals in the last 24 h", timeout=TIMEOUT_MS
     )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.locator("#panel").screenshot(path=str(ARTIFACTS / "map_accuracy.png"))
     assert tab.errors == []

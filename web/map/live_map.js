@@ -102,8 +102,12 @@ export function LiveMap(map, config) {
     var field = e.target && /^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName);
     if (e.key === "Escape" && !field) self.select(null);
   });
-  // On a phone the feed starts folded, leaving the small panel to the vehicle list.
-  if (window.matchMedia && window.matchMedia(NARROW_SCREEN).matches) $("feed").open = false;
+  // On a phone the feed and the accuracy panel start folded, leaving the small panel to
+  // the vehicle list.
+  if (window.matchMedia && window.matchMedia(NARROW_SCREEN).matches) {
+    $("feed").open = false;
+    $("accuracy").open = false;
+  }
   // Any gesture on the map (drag, wheel, zoom buttons, keys) ends automatic framing;
   // map events can't be used for this, as programmatic fits fire them too.
   ["pointerdown", "wheel", "keydown"].forEach(function (type) {
