@@ -3,14 +3,16 @@
 `record_arrivals` is a route event sink: it runs in the transaction that stores the
 `stop.arrived` events, reads the stop's earlier `stop.eta_changed` events from `events`
 (the same transaction sees them, whether stored with this fix or long before) and writes
-the samples `core.accuracy.score` makes of them into `eta_accuracy`. A stored event's
-sinks run once, and (arrival, horizon) is unique besides, so an arrival is scored once.
+the samples `core.accuracy.score` makes of them into `eta_accuracy`, one row per arrival
+(arrays by horizon). A stored event's sinks run once, and the arrival's event id is unique
+besides, so an arrival is scored once.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -56,35 +58,36 @@ async def record_arrivals(
             continue
         s = accuracy.Shown(r["time"].timestamp(), eta, _epoch(r["earliest"]), _epoch(r["latest"]))
         shown[r["stop_id"]].append((r["id"], s))
-    out: list[tuple[int, int, int, datetime, int, float, bool | None, bool | None]] = []
+    out: list[tuple[Any, ...]] = []
     for event_id, e in arrivals:
         assert e.stop_id is not None and e.route_id is not None
         before = [s for i, s in shown.get(e.stop_id, []) if i < event_id]
-        for sample in accuracy.score(before, e.time.timestamp()):
-            out.append(
-                (
-                    event_id,
-                    e.route_id,
-                    e.stop_id,
-                    e.time,
-                    sample.horizon_s,
-                    sample.error_s,
-                    sample.inside,
-                    sample.accurate,
-                )
+        samples = accuracy.score(before, e.time.timestamp())
+        if not samples:
+            continue  # nothing was shown a minute or more before: nothing to score
+        out.append(
+            (
+                event_id,
+                e.route_id,
+                e.stop_id,
+                e.time,
+                [x.horizon_s for x in samples],
+                [x.error_s for x in samples],
+                [x.inside for x in samples],
+                [x.accurate for x in samples],
             )
-    if not out:
-        return
-    await conn.execute(
-        """
-        INSERT INTO eta_accuracy (arrival_event_id, route_id, stop_id, arrived_at, horizon_s,
-                                  error_s, inside, accurate)
-        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[],
-                             $5::integer[], $6::float8[], $7::boolean[], $8::boolean[])
-        ON CONFLICT (arrival_event_id, horizon_s) DO NOTHING
-        """,
-        *(list(column) for column in zip(*out, strict=True)),
-    )
+        )
+    # One row per arrival; its event's sinks run once, and arrival_event_id is unique.
+    if out:
+        await conn.executemany(
+            """
+            INSERT INTO eta_accuracy (arrival_event_id, route_id, stop_id, arrived_at,
+                                      horizons_s, errors_s, inside, accurate)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (arrival_event_id) DO NOTHING
+            """,
+            out,
+        )
 
 
 async def totals(
@@ -95,15 +98,17 @@ async def totals(
     """The sums per horizon of the arrivals in [since, until), and how many arrivals."""
     rows = await conn.fetch(
         """
-        SELECT horizon_s, count(*) AS n, sum(abs(error_s)) AS abs_error_s,
-               sum(error_s) AS error_s, count(inside) AS with_interval,
-               count(*) FILTER (WHERE inside) AS inside, count(accurate) AS rated,
-               count(*) FILTER (WHERE accurate) AS accurate,
-               count(DISTINCT (arrived_at, stop_id)) AS arrivals
-        FROM eta_accuracy
-        WHERE ($1::timestamptz IS NULL OR arrived_at >= $1)
-          AND ($2::timestamptz IS NULL OR arrived_at < $2)
-        GROUP BY GROUPING SETS ((horizon_s), ())
+        SELECT u.horizon_s, count(*) AS n, sum(abs(u.error_s)) AS abs_error_s,
+               sum(u.error_s) AS error_s, count(u.inside) AS with_interval,
+               count(*) FILTER (WHERE u.inside) AS inside, count(u.accurate) AS rated,
+               count(*) FILTER (WHERE u.accurate) AS accurate,
+               count(DISTINCT a.id) AS arrivals
+        FROM eta_accuracy a,
+             unnest(a.horizons_s, a.errors_s, a.inside, a.accurate)
+                 AS u(horizon_s, error_s, inside, accurate)
+        WHERE ($1::timestamptz IS NULL OR a.arrived_at >= $1)
+          AND ($2::timestamptz IS NULL OR a.arrived_at < $2)
+        GROUP BY GROUPING SETS ((u.horizon_s), ())
         """,
         since,
         until,

@@ -612,20 +612,28 @@ messages = Table(
     ),
 )
 
-# -- sql/011_eta_accuracy.sql: live ETA accuracy, one row per arrival and horizon ------------
+# -- sql/011_eta_accuracy.sql: live ETA accuracy, one row per arrival ------------------------
 eta_accuracy = Table(
     "eta_accuracy",
     metadata,
     Column("id", BigInteger, primary_key=True),
-    Column("arrival_event_id", BigInteger, ForeignKey("events.id", ondelete="SET NULL")),
+    Column(
+        "arrival_event_id",
+        BigInteger,
+        ForeignKey("events.id", ondelete="SET NULL"),
+        unique=True,
+    ),
     Column("route_id", BigInteger, ForeignKey("routes.id", ondelete="SET NULL")),
     Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="SET NULL")),
     Column("arrived_at", Timestamp, nullable=False),
-    Column("horizon_s", Integer, nullable=False),
-    Column("error_s", Double, nullable=False),
-    Column("inside", Boolean),
-    Column("accurate", Boolean),
-    CheckConstraint("horizon_s > 0"),
-    UniqueConstraint("arrival_event_id", "horizon_s"),
+    Column("horizons_s", ARRAY(Integer), nullable=False),
+    Column("errors_s", ARRAY(Double), nullable=False),
+    Column("inside", ARRAY(Boolean), nullable=False),
+    Column("accurate", ARRAY(Boolean), nullable=False),
+    CheckConstraint(
+        "cardinality(errors_s) = cardinality(horizons_s) "
+        "AND cardinality(inside) = cardinality(horizons_s) "
+        "AND cardinality(accurate) = cardinality(horizons_s)"
+    ),
     Index("eta_accuracy_by_time", "arrived_at"),
 )
