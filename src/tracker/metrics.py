@@ -15,10 +15,12 @@ series stays bounded. The ingest path uses children bound once at import (`INGES
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,6 +34,7 @@ from prometheus_client import (
     values,
 )
 
+from tracker.core import accuracy
 from tracker.core.model import Reject, RejectCode
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -178,6 +181,71 @@ MESSAGES = Counter(
     "(sent, retry, failed, suppressed, cancelled)",
     ["channel", "outcome"],
 )
+
+# -- live ETA accuracy -------------------------------------------------------------------
+# Gauges, not counters: the figures are the deployment's, read from PostgreSQL (every
+# instance's arrivals) over the last `ACCURACY_WINDOW_S` by a loop in every worker every
+# `ACCURACY_REFRESH_S` (`Runtime`). All workers set the same values, so in multiprocess
+# mode the most recent one is served ("livemostrecent": a dead worker's drop out).
+# Counters bumped by the event sink would count a rolled-back transaction and restart
+# from zero with each worker; these survive restarts and agree with GET /api/v1/accuracy.
+
+ACCURACY_WINDOW_S = 24 * 3600.0
+ACCURACY_REFRESH_S = 60.0
+_ACC_LABELS = ["horizon"]
+_ACC_MODE: Final = "livemostrecent"
+ETA_ACCURACY_SAMPLES = Gauge(
+    "tracker_eta_accuracy_samples",
+    "ETAs scored against arrivals in the last 24 h, by horizon (0-5, 5-15, 15-30, 30+, all)",
+    _ACC_LABELS,
+    multiprocess_mode=_ACC_MODE,
+)
+ETA_ACCURACY_MAE = Gauge(
+    "tracker_eta_accuracy_mae_seconds",
+    "Mean absolute error of the ETAs shown, last 24 h, by horizon",
+    _ACC_LABELS,
+    multiprocess_mode=_ACC_MODE,
+)
+ETA_ACCURACY_BIAS = Gauge(
+    "tracker_eta_accuracy_bias_seconds",
+    "Mean ETA minus arrival (positive: the vehicle came earlier), last 24 h, by horizon",
+    _ACC_LABELS,
+    multiprocess_mode=_ACC_MODE,
+)
+ETA_ACCURACY_COVERAGE = Gauge(
+    "tracker_eta_accuracy_coverage_ratio",
+    "Share of arrivals inside the 80 % interval shown, last 24 h, by horizon",
+    _ACC_LABELS,
+    multiprocess_mode=_ACC_MODE,
+)
+ETA_ACCURACY_ACCURATE = Gauge(
+    "tracker_eta_accuracy_accurate_ratio",
+    "TransitApp accurate share (horizons up to 15 min), last 24 h, by horizon",
+    _ACC_LABELS,
+    multiprocess_mode=_ACC_MODE,
+)
+ETA_ACCURACY_SCORE = Gauge(
+    "tracker_eta_accuracy_score_ratio",
+    "TransitApp ETA Accuracy Benchmark score of the ETAs shown, last 24 h",
+    multiprocess_mode=_ACC_MODE,
+)
+
+
+def set_accuracy(report: accuracy.Report) -> None:
+    """Publish a live accuracy report (NaN where nothing was measured)."""
+
+    def num(v: float | None) -> float:
+        return math.nan if v is None else v
+
+    for f in (*report.buckets, report.overall):
+        label = f.label.removesuffix(" min")
+        ETA_ACCURACY_SAMPLES.labels(label).set(f.count)
+        ETA_ACCURACY_MAE.labels(label).set(num(f.mae_s))
+        ETA_ACCURACY_BIAS.labels(label).set(num(f.bias_s))
+        ETA_ACCURACY_COVERAGE.labels(label).set(num(f.coverage))
+        ETA_ACCURACY_ACCURATE.labels(label).set(num(f.accurate))
+    ETA_ACCURACY_SCORE.set(num(report.score))
+
 
 # -- exposition --------------------------------------------------------------------------
 

@@ -475,7 +475,7 @@ def test_eta_changes_are_published_only_when_they_matter() -> None:
     steady = [fix(i, v * i, 0, v) for i in range(1, 90)]
     st, events, _ = run(plan, steady, st)
     assert types(events).count(EventType.ETA_CHANGED) <= 2
-    # A long stop pushes the ETAs out by more than 30 s and 5 %: published.
+    # A long stop pushes the ETAs out by more than 60 s and 10 % of the time to go: published.
     st, events, _ps = run(plan, wait(v * 89, 90, 150), st)
     changed = [e for e in events if e.type == EventType.ETA_CHANGED]
     assert {e.stop_id for e in changed} == {10, 11}

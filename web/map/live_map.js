@@ -31,6 +31,7 @@ import {
   etaChangeText,
   describeEvent,
 } from "./format.js";
+import { AccuracyPanel } from "./accuracy.js";
 import { RouteBoard } from "./board.js";
 import { EventFeed } from "./feed.js";
 import { Replay } from "./replay.js";
@@ -80,6 +81,7 @@ export function LiveMap(map, config) {
     self.focus(id);
   });
   this.replay = new Replay(map);
+  this.accuracy = new AccuracyPanel();
   $("rc-replay").addEventListener("click", function () {
     var v = self.selected === null ? undefined : self.vehicles.get(self.selected);
     if (v) self.replay.open(v.data);
@@ -100,8 +102,12 @@ export function LiveMap(map, config) {
     var field = e.target && /^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName);
     if (e.key === "Escape" && !field) self.select(null);
   });
-  // On a phone the feed starts folded, leaving the small panel to the vehicle list.
-  if (window.matchMedia && window.matchMedia(NARROW_SCREEN).matches) $("feed").open = false;
+  // On a phone the feed and the accuracy panel start folded, leaving the small panel to
+  // the vehicle list.
+  if (window.matchMedia && window.matchMedia(NARROW_SCREEN).matches) {
+    $("feed").open = false;
+    $("accuracy").open = false;
+  }
   // Any gesture on the map (drag, wheel, zoom buttons, keys) ends automatic framing;
   // map events can't be used for this, as programmatic fits fire them too.
   ["pointerdown", "wheel", "keydown"].forEach(function (type) {
@@ -172,6 +178,7 @@ LiveMap.prototype.refreshBoard = function () {
 
 /** Stored events from before the page opened, once per sign-in. */
 LiveMap.prototype.loadHistory = function () {
+  this.accuracy.start(); // signed in: the accuracy panel loads, then once a minute
   if (this.historyLoaded) return;
   this.historyLoaded = true;
   var self = this;

@@ -16,6 +16,7 @@ from tracker import metrics
 from tracker.api.ratelimit import Limits
 from tracker.api.slowbody import BodyGuard
 from tracker.config import Settings
+from tracker.core import accuracy
 from tracker.core.filters import FilterConfig
 from tracker.core.route.progress import EtaConfig
 from tracker.live.bus import LocalBus, make_bus
@@ -37,6 +38,7 @@ from tracker.services.route_plans import PlanCache
 from tracker.services.route_work import RouteWork
 from tracker.services.routing import RoutingService, with_routes
 from tracker.services.travel import Travel
+from tracker.store import accuracy as accuracy_store
 from tracker.store import messages as message_store
 from tracker.store import orders as order_store
 from tracker.store import proofs as proof_store
@@ -118,6 +120,8 @@ class Runtime:
         routing = RoutingService(pool, bus, eta_cfg, plans, events, work)
         # Webhook deliveries are queued in the transaction that stores the events.
         routing.event_sinks.append(webhook_store.enqueue)
+        # Each arrival scores the ETAs its stop was shown, once (live accuracy).
+        routing.event_sinks.append(accuracy_store.record_arrivals)
         # Route planning: roads (or straight lines) and VROOM; re-planning shares both.
         travel = Travel(
             pool,
@@ -166,6 +170,7 @@ class Runtime:
         rt.spawn(work.run(), "route-work")
         rt.spawn(work.sweep(), "route-sweep")
         rt.spawn(rt._flush_metrics(), "metrics")
+        rt.spawn(rt._accuracy_metrics(), "accuracy-metrics")
         rt.spawn(hub.run(), "hub")
         rt.spawn(rt.webhooks.run(), "webhooks")
         rt.spawn(auth.keep_checking(), "auth-recheck")
@@ -215,6 +220,19 @@ class Runtime:
         while True:
             await asyncio.sleep(1.0)
             metrics.flush()
+
+    async def refresh_accuracy_metrics(self) -> None:
+        """Set the live accuracy gauges from the deployment's samples (see metrics.py)."""
+        since = datetime.now(UTC) - timedelta(seconds=metrics.ACCURACY_WINDOW_S)
+        by_horizon, _ = await accuracy_store.totals(self.pool, since)
+        metrics.set_accuracy(accuracy.report(by_horizon))
+
+    async def _accuracy_metrics(self) -> None:
+        while True:
+            # Down: the next round tries again; the gauges keep their last values.
+            with contextlib.suppress(*DB_ERRORS):
+                await self.refresh_accuracy_metrics()
+            await asyncio.sleep(metrics.ACCURACY_REFRESH_S)
 
     async def _purge_proofs(self, days: float) -> None:
         # Proof photos and signatures go with the retention setting, like positions.

@@ -611,3 +611,29 @@ messages = Table(
         postgresql_where=text("status = 'pending'"),
     ),
 )
+
+# -- sql/011_eta_accuracy.sql: live ETA accuracy, one row per arrival ------------------------
+eta_accuracy = Table(
+    "eta_accuracy",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column(
+        "arrival_event_id",
+        BigInteger,
+        ForeignKey("events.id", ondelete="SET NULL"),
+        unique=True,
+    ),
+    Column("route_id", BigInteger, ForeignKey("routes.id", ondelete="SET NULL")),
+    Column("stop_id", BigInteger, ForeignKey("stops.id", ondelete="SET NULL")),
+    Column("arrived_at", Timestamp, nullable=False),
+    Column("horizons_s", ARRAY(Integer), nullable=False),
+    Column("errors_s", ARRAY(Double), nullable=False),
+    Column("inside", ARRAY(Boolean), nullable=False),
+    Column("accurate", ARRAY(Boolean), nullable=False),
+    CheckConstraint(
+        "cardinality(errors_s) = cardinality(horizons_s) "
+        "AND cardinality(inside) = cardinality(horizons_s) "
+        "AND cardinality(accurate) = cardinality(horizons_s)"
+    ),
+    Index("eta_accuracy_by_time", "arrived_at"),
+)

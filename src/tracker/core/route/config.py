@@ -55,8 +55,17 @@ class EtaConfig:
     auto_complete: str = "visited"
     # The 80 % interval published with every ETA (eta_earliest, eta_latest).
     spread: Spread = field(default_factory=Spread)
-    eta_change_s: float = 30.0
-    eta_change_frac: float = 0.05
+    # A stop.eta_changed event tells a material change (`publication.material`): the shown
+    # minute changes, the ETA moved at least eta_change_s and eta_change_frac of the time
+    # to go from the one published last, and, for a stop more than eta_hold_beyond_s away,
+    # unless it moved eta_jump times that much, eta_hold_s passed since the stop's last
+    # event. (eta.chain flags `moved` by the same threshold; stages.publish applies the
+    # whole rule.)
+    eta_change_s: float = 60.0
+    eta_change_frac: float = 0.10
+    eta_hold_s: float = 120.0
+    eta_hold_beyond_s: float = 900.0
+    eta_jump: float = 2.0
     arriving_s: float = 300.0
     max_gap_s: float = 300.0  # longer silences teach the speed estimate nothing
     detour_factor: float = 1.3  # road metres per straight-line metre
@@ -82,10 +91,16 @@ class EtaConfig:
             "traffic_spread",
             "service_prior_s",
             "pass_m",
+            "eta_change_s",
+            "eta_change_frac",
+            "eta_hold_s",
+            "eta_hold_beyond_s",
         )
         for name in non_negative:
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name} must not be negative")
+        if not self.eta_jump >= 1.0:
+            raise ValueError("eta_jump must be at least 1")
         if self.max_speed_mps < self.min_speed_mps:
             raise ValueError("max_speed_mps must not be below min_speed_mps")
         if self.auto_complete not in AUTO_COMPLETE:

@@ -93,6 +93,7 @@ def step(
     new_state = RouteState(
         stops=v.stops,
         published=state.published,
+        published_s=state.published_s,
         progress_m=new_p,
         last_s=s.t,
         x=s.x,

@@ -8,7 +8,7 @@
    one; stops passed without a visit are deferred.
 4. `wander`: off route after several far fixes in a row, back on after several near ones.
 5. `learn`: the recent speed and the pace relative to the plan, from progress between stops.
-6. `publish`: the ETAs, and the events of the ones that moved enough to matter or are near.
+6. `publish`: the ETAs, and the events of the ones that changed materially or are near.
 
 Each stage takes what the earlier ones found and returns plain values; none reads a clock.
 """
@@ -26,6 +26,7 @@ from tracker.core.route.events import Emitter, iso
 from tracker.core.route.forecast import eta_chain, pace_of, progress_of, speed_now
 from tracker.core.route.ledger import Progress
 from tracker.core.route.plan import RoutePlan
+from tracker.core.route.publication import became_next_s, material
 from tracker.core.route.state import RouteState, StopState, next_pending, with_stop
 from tracker.core.route.visits import arrival, by_a_stop, defer, depart
 
@@ -254,33 +255,16 @@ def learn(
 def publish(
     plan: RoutePlan, state: RouteState, t: float, cfg: EtaConfig, emit: Emitter
 ) -> tuple[RouteState, Progress]:
-    """Stage 6: the ETAs, and events for the ones that moved enough to matter or are
-    close now (stop.arriving once per stop)."""
+    """Stage 6: the ETAs, events for the ones that changed materially (`publication`:
+    the shown minute, a move that matters for the time to go, a hold between events of a
+    stop unless the move is large; looser when the stop becomes next or is arriving), and
+    stop.arriving once per stop when it is close."""
     pace = pace_of(plan, state, cfg)
     ch = eta_chain(plan, state, t, pace, cfg)
-    published = state.published
-    if ch.moved:
-        pub = list(published)
-        for k in ch.moved:
-            e = ch.etas[k]
-            assert e is not None
-            old = pub[k]
-            lo, hi = cfg.spread.bounds(t, e)
-            emit(
-                EventType.ETA_CHANGED,
-                k,
-                eta=iso(e),
-                eta_earliest=iso(lo),
-                eta_latest=iso(hi),
-                previous=None if old is None else iso(old),
-                distance_m=round(ch.dists[k] or 0.0, 1),
-                straight_line=plan.straight_line,
-            )
-            pub[k] = e
-        published = tuple(pub)
     stops = state.stops
     deferred = state.deferred
     soon = t + cfg.arriving_s
+    arriving: list[int] = []
     for k, e in enumerate(ch.etas):
         if e is None:
             continue
@@ -289,8 +273,45 @@ def publish(
                 continue  # deferred stops come last, out of sequence
             break  # ETAs only grow along the chain
         if not stops[k].announced:
-            emit(EventType.ARRIVING, k, eta=iso(e))
-            stops = with_stop(stops, k, replace(stops[k], announced=True))
-    if published is not state.published or stops is not state.stops:
-        state = replace(state, stops=stops, published=published)
+            arriving.append(k)
+    published = state.published
+    n = len(published)
+    pub_s = state.published_s if len(state.published_s) == n else (None,) * n
+    nxt = next_pending(stops, deferred) if state.at_stop is None else None
+    fresh_next = False
+    if nxt is not None:
+        last = pub_s[nxt]
+        fresh_next = last is None or last < became_next_s(stops)
+    pub: list[float | None] | None = None
+    pub_t: list[float | None] | None = None
+    for k, e in enumerate(ch.etas):
+        if e is None:
+            continue
+        old = published[k]
+        relaxed = (k == nxt and fresh_next) or k in arriving
+        if not material(old, e, t, pub_s[k], relaxed, cfg):
+            continue
+        lo, hi = cfg.spread.bounds(t, e)
+        emit(
+            EventType.ETA_CHANGED,
+            k,
+            eta=iso(e),
+            eta_earliest=iso(lo),
+            eta_latest=iso(hi),
+            previous=None if old is None else iso(old),
+            distance_m=round(ch.dists[k] or 0.0, 1),
+            straight_line=plan.straight_line,
+        )
+        if pub is None or pub_t is None:
+            pub, pub_t = list(published), list(pub_s)
+        pub[k], pub_t[k] = e, t
+    for k in arriving:
+        e = ch.etas[k]
+        assert e is not None
+        emit(EventType.ARRIVING, k, eta=iso(e))
+        stops = with_stop(stops, k, replace(stops[k], announced=True))
+    if pub is not None and pub_t is not None:
+        state = replace(state, published=tuple(pub), published_s=tuple(pub_t))
+    if stops is not state.stops:
+        state = replace(state, stops=stops)
     return state, progress_of(plan, state, t, pace, ch, cfg)

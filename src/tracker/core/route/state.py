@@ -54,6 +54,9 @@ class RouteState:
     deferred: tuple[int, ...] = ()  # pending stops passed without a visit, in seq order
     served_s: float = 0.0  # seconds from arrival to departure at the stops visited so far
     service_planned_s: float = 0.0  # the planned service of those stops
+    # When each stop's ETA was last published (epoch s); empty (states saved before, or
+    # rebuilt on reassignment) means unknown: no hold on the next change.
+    published_s: tuple[float | None, ...] = ()
 
     @property
     def last_fix_time(self) -> datetime | None:
@@ -84,6 +87,7 @@ class RouteState:
             "completed": self.completed,
             "deferred": list(self.deferred),
             "service": [self.served_s, self.service_planned_s],
+            "published_s": list(self.published_s),
         }
 
     @classmethod
@@ -126,6 +130,7 @@ class RouteState:
                 deferred=tuple(int(k) for k in data.get("deferred", ())),
                 served_s=float(data.get("service", (0.0, 0.0))[0]),
                 service_planned_s=float(data.get("service", (0.0, 0.0))[1]),
+                published_s=tuple(_opt(p) for p in data.get("published_s", ())),
             )
         except (KeyError, IndexError, TypeError) as exc:
             raise ValueError(f"route state is damaged: {exc!r}") from exc
