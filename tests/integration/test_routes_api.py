@@ -740,6 +740,7 @@ async def test_explicit_arrival_completes_on_departure_only_at_the_stop(
 async def test_event_sinks_run_in_the_storing_transaction(
     server: Server, device: DeviceCreds, db: asyncpg.Pool
 ) -> None:
+    from tracker.services.route_log import per_device
     from tracker.services.routing import RoutingService
 
     service = server.runtime.routing
@@ -759,7 +760,8 @@ async def test_event_sinks_run_in_the_storing_transaction(
 
     start = datetime(2020, 5, 1, 8, tzinfo=UTC)
     route = await create_route(server, route_body(device, start))
-    service.event_sinks.append(sink)
+    batch_sink = per_device(sink)
+    service.event_sinks.append(batch_sink)
     try:
         await post_fixes(
             server, device, drive(start, until_m=900.0, dwell_at_m=600.0, dwell_s=60.0)
@@ -784,4 +786,4 @@ async def test_event_sinks_run_in_the_storing_transaction(
         assert await stored_events(db, route["id"]) == stored
         assert (await get_route(server, route["id"]))["stops"][1]["status"] == "pending"
     finally:
-        service.event_sinks.remove(sink)
+        service.event_sinks.remove(batch_sink)

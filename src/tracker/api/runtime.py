@@ -33,7 +33,7 @@ from tracker.services.notifications import MessageSender, Notifications, channel
 from tracker.services.planning import PlanningService
 from tracker.services.replanning import ReplanningService
 from tracker.services.route_desk import RouteDesk
-from tracker.services.route_log import EventLog
+from tracker.services.route_log import EventLog, per_device
 from tracker.services.route_plans import PlanCache
 from tracker.services.route_work import RouteWork
 from tracker.services.routing import RoutingService, with_routes
@@ -121,7 +121,7 @@ class Runtime:
         # Webhook deliveries are queued in the transaction that stores the events.
         routing.event_sinks.append(webhook_store.enqueue)
         # Each arrival scores the ETAs its stop was shown, once (live accuracy).
-        routing.event_sinks.append(accuracy_store.record_arrivals)
+        routing.event_sinks.append(per_device(accuracy_store.record_arrivals))
         # Route planning: roads (or straight lines) and VROOM; re-planning shares both.
         travel = Travel(
             pool,
@@ -132,7 +132,8 @@ class Runtime:
         solver_options = SolverOptions(
             settings.plan_exploration, settings.plan_threads, settings.plan_timeout_s or None
         )
-        routing.event_sinks.append(order_store.follow_stop_events)  # orders follow their stops
+        # Orders follow their stops.
+        routing.event_sinks.append(per_device(order_store.follow_stop_events))
         # So are customer messages (arriving, delivered, failed).
         routing.event_sinks.append(
             message_store.event_sink(settings.message_language, channels(settings))

@@ -13,10 +13,26 @@ from tracker.core.model import Event, JsonDict
 from tracker.live.bus import Bus
 from tracker.store import routes as store
 
-# Called inside the transaction that stores events, with the device's unique id and each
-# event with its id: the place for work that must happen exactly once per stored event
-# (a webhook outbox, say), committed or rolled back with it.
-EventSink = Callable[[asyncpg.Connection, str, list[tuple[int, Event]]], Awaitable[None]]
+# Events stored in one statement, by device: (unique id, [(event id, event)]).
+Stored = Sequence[tuple[str, list[tuple[int, Event]]]]
+
+# Called inside the transaction that stores events, with every device's events of that
+# statement: the place for work that must happen exactly once per stored event (a webhook
+# outbox, say), committed or rolled back with it; one call for a whole round of devices.
+EventSink = Callable[[asyncpg.Connection, Stored], Awaitable[None]]
+
+# The same, one device at a time (a sink with nothing to share between devices).
+DeviceSink = Callable[[asyncpg.Connection, str, list[tuple[int, Event]]], Awaitable[None]]
+
+
+def per_device(sink: DeviceSink) -> EventSink:
+    """An event sink that hands `sink` each device's events in turn."""
+
+    async def each(conn: asyncpg.Connection, stored: Stored) -> None:
+        for device, events in stored:
+            await sink(conn, device, events)
+
+    return each
 
 
 class EventLog:
@@ -34,11 +50,10 @@ class EventLog:
         if not flat:
             return
         ids = iter(await store.insert_events(conn, flat))
-        for device, events in batch:
-            stored = [(next(ids), e) for e in events]
-            if stored:
-                for sink in self.sinks:
-                    await sink(conn, device, stored)
+        stored = [(device, [(next(ids), e) for e in events]) for device, events in batch]
+        stored = [(device, events) for device, events in stored if events]
+        for sink in self.sinks:
+            await sink(conn, stored)
 
     async def publish(
         self, device: str, events: Sequence[Event], route: JsonDict | None = None

@@ -76,10 +76,11 @@ def event_sink(language: str, channels: Sequence[str]) -> Any:
     """A routing event sink queuing arriving / delivered / failed messages."""
 
     async def enqueue_events(
-        conn: asyncpg.Connection, device: str, stored: list[tuple[int, Event]]
+        conn: asyncpg.Connection, batch: Sequence[tuple[str, list[tuple[int, Event]]]]
     ) -> None:
         items = [
             (e.stop_id, _EVENT_KINDS[e.type], None, None)
+            for _, stored in batch
             for _, e in stored
             if e.type in _EVENT_KINDS and e.stop_id is not None
         ]

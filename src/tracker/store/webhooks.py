@@ -99,14 +99,17 @@ def _eta(event: Event) -> datetime | None:
     return value if value.tzinfo is not None else None
 
 
-async def enqueue(conn: asyncpg.Connection, device: str, stored: list[tuple[int, Event]]) -> None:
+async def enqueue(
+    conn: asyncpg.Connection, batch: Sequence[tuple[str, list[tuple[int, Event]]]]
+) -> None:
     """Queue one delivery per (subscription, event) it asked for.
 
-    A routing event sink: runs in the transaction that stored the events. ETA changes go out
-    only when they moved past the subscription's threshold from the last one it was told
-    (the per-device route lock serialises this per stop).
+    A routing event sink: runs in the transaction that stored the events (of a whole round
+    of devices: the subscriptions are read once). ETA changes go out only when they moved
+    past the subscription's threshold from the last one it was told (the per-device route
+    lock serialises this per stop).
     """
-    types = sorted({e.type for _, e in stored} & webhooks.SUBSCRIBABLE)
+    types = sorted({e.type for _, stored in batch for _, e in stored} & webhooks.SUBSCRIBABLE)
     if not types:
         return
     subs = await conn.fetch(
@@ -115,6 +118,16 @@ async def enqueue(conn: asyncpg.Connection, device: str, stored: list[tuple[int,
     )
     if not subs:
         return
+    for device, stored in batch:
+        await _enqueue_device(conn, device, stored, subs)
+
+
+async def _enqueue_device(
+    conn: asyncpg.Connection,
+    device: str,
+    stored: list[tuple[int, Event]],
+    subs: Sequence[asyncpg.Record],
+) -> None:
     stop_ids = sorted({e.stop_id for _, e in stored if e.stop_id is not None})
     stops = {
         r["id"]: r
