@@ -54,6 +54,9 @@ class RouteState:
     deferred: tuple[int, ...] = ()  # pending stops passed without a visit, in seq order
     served_s: float = 0.0  # seconds from arrival to departure at the stops visited so far
     service_planned_s: float = 0.0  # the planned service of those stops
+    # Epoch seconds of the newest fix near the path (the first fix counts): off the path,
+    # the vehicle cannot have got farther along it than it could drive since then.
+    on_path_s: float | None = None
 
     @property
     def last_fix_time(self) -> datetime | None:
@@ -84,6 +87,7 @@ class RouteState:
             "completed": self.completed,
             "deferred": list(self.deferred),
             "service": [self.served_s, self.service_planned_s],
+            "on_path_s": self.on_path_s,
         }
 
     @classmethod
@@ -126,6 +130,7 @@ class RouteState:
                 deferred=tuple(int(k) for k in data.get("deferred", ())),
                 served_s=float(data.get("service", (0.0, 0.0))[0]),
                 service_planned_s=float(data.get("service", (0.0, 0.0))[1]),
+                on_path_s=_opt(data.get("on_path_s")),
             )
         except (KeyError, IndexError, TypeError) as exc:
             raise ValueError(f"route state is damaged: {exc!r}") from exc
