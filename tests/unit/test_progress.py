@@ -509,9 +509,13 @@ def test_state_round_trips_through_json_mid_route() -> None:
     assert restored == st
     more = drive(1510, 2100, 192)
     assert run(plan, more, restored)[:2] == run(plan, more, st)[:2]
-    # A state stored before deferral and service learning existed still loads.
-    old = {k: v for k, v in st.to_json().items() if k not in ("deferred", "service")}
-    assert prog.RouteState.from_json(old) == replace(st, served_s=0.0, service_planned_s=0.0)
+    # A state stored before deferral, service learning and the on-path time existed loads.
+    assert st.on_path_s == fixes[-1].time.timestamp()
+    gone = ("deferred", "service", "on_path_s")
+    old = {k: v for k, v in st.to_json().items() if k not in gone}
+    assert prog.RouteState.from_json(old) == replace(
+        st, served_s=0.0, service_planned_s=0.0, on_path_s=None
+    )
     with pytest.raises(ValueError):
         prog.RouteState.from_json({"v": 99})
     with pytest.raises(ValueError):
