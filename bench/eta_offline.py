@@ -1,7 +1,7 @@
 """The ETA corpus benchmark offline: the same bus trips, the pure route core run directly.
 
     PYTHONPATH=src .venv/bin/python bench/eta_offline.py /path/to/trazas-transporte-publico \
-        [--lines ...] [--days-from N] [--json out.json] [--workers 2]
+        [--lines ...] [--workers 2] [--no-history] [--by-day] [--json out.json]
 
 `bench/eta_corpus.py` scores the server through its public API, which takes a long while;
 this replays the same cases (`corpus_data.line_cases`) through `progress.plan/start/step`
