@@ -103,6 +103,19 @@ def test_history_replaces_the_plans_timing_shrunk_toward_it() -> None:
     assert 7.5 < once.planned_speed_mps < 9.0  # type: ignore[operator]
 
 
+def test_history_expects_the_mean_crossing_time_not_the_median() -> None:
+    # Half the earlier drives took the road at 5 m/s, half at 10 m/s: 0.15 s/m on
+    # average (6.7 m/s), though the mean log pace alone says 0.14 s/m (7.1 m/s).
+    r = route(500.0)
+    runs = [track(5.0 if k % 2 else 10.0, 0.0, 5000.0) for k in range(20)]
+    mixed = [c for run in runs for c in hist.crossings(run)]
+    learned = prog.plan(r, snapshot(mixed))
+    # Shrunk toward the plan's 10 m/s by three crossings' worth, and no faster than the
+    # geometric mean would give (7.4 m/s with that shrinkage).
+    assert learned.planned_speed_mps is not None
+    assert 6.7 < learned.planned_speed_mps < 7.2
+
+
 def test_history_of_another_road_or_direction_changes_nothing() -> None:
     r = route(500.0)
     westward = [

@@ -509,9 +509,13 @@ def test_state_round_trips_through_json_mid_route() -> None:
     assert restored == st
     more = drive(1510, 2100, 192)
     assert run(plan, more, restored)[:2] == run(plan, more, st)[:2]
-    # A state stored before deferral and service learning existed still loads.
-    old = {k: v for k, v in st.to_json().items() if k not in ("deferred", "service")}
-    assert prog.RouteState.from_json(old) == replace(st, served_s=0.0, service_planned_s=0.0)
+    # A state stored before deferral, service learning and the on-path time existed loads.
+    assert st.on_path_s == fixes[-1].time.timestamp()
+    gone = ("deferred", "service", "on_path_s")
+    old = {k: v for k, v in st.to_json().items() if k not in gone}
+    assert prog.RouteState.from_json(old) == replace(
+        st, served_s=0.0, service_planned_s=0.0, on_path_s=None
+    )
     with pytest.raises(ValueError):
         prog.RouteState.from_json({"v": 99})
     with pytest.raises(ValueError):
@@ -703,6 +707,33 @@ def test_a_deferred_stop_visited_from_another_road_still_arrives() -> None:
     st, events, _ = run(plan, fixes + wait(1000, 262, 40), st)
     assert EventType.ARRIVED in types(events, 10)
     assert st.deferred == ()
+
+
+def test_off_the_path_progress_gets_no_farther_than_the_vehicle_could_drive() -> None:
+    # East 1 km, a turn north and back west to above the start: 2.1 km along the path, a
+    # point 10 m off its last stretch lies 110 m off its first.
+    path = [(0, 0), (1000, 0), (1000, 120), (0, 120)]
+    plan = prog.plan(route(path, [(500, 0), (1000, 60), (0, 120)]))
+    fixes = [fix(float(i), 0.0, 10.0 * i, 10.0) for i in range(12)]  # north to (0, 110)
+    fixes += wait(0.0, 12.0, 20, y=110.0)
+    st, events, ps = run(plan, fixes)
+    # Eleven seconds from the path cannot be 2 km along it: no jump, nothing passed.
+    assert max(p.progress_m for p in ps) < 600.0
+    assert prog.DEFERRED not in types(events)
+    assert st.deferred == ()
+
+
+def test_arriving_at_a_stop_brings_progress_that_ran_ahead_back_to_it() -> None:
+    r = route(densify(STRAIGHT, 50.0), [(100, 0), (1000, 0), (2000, 0)], radius_m=30.0)
+    plan = prog.plan(r)
+    # Progress matched 1.5 km ahead (on a street the path uses twice, say), yet the
+    # vehicle stands at the first stop.
+    st = replace(prog.start(plan), progress_m=1500.0, last_s=T0.timestamp() - 1.0)
+    st, events, ps = run(plan, wait(100.0, 0.0, 30), st)
+    assert types(events, 10)[0] == EventType.ARRIVED
+    assert st.progress_m == pytest.approx(100.0, abs=1.0)
+    assert st.deferred == ()
+    assert eta_of(ps[-1], 11) < eta_of(ps[-1], 12)
 
 
 def test_visits_longer_than_planned_lengthen_the_service_ahead() -> None:

@@ -79,18 +79,26 @@ class PathIndex:
         expect: tuple[float, float],
         behind_cost: float = 1.0,
         ahead_cost: float = 0.5,
+        bound: bool = False,
     ) -> Location:
         """The most plausible location of (x, y) on the path within `window` (metres along).
 
         Each candidate costs its distance from the path plus `behind_cost` per metre it lies
         before `expect[0]` and `ahead_cost` per metre past `expect[1]`, so where the path
-        overlaps itself the pass the vehicle is actually on wins.
+        overlaps itself the pass the vehicle is actually on wins. The window is whole
+        segments; with `bound`, no candidate lies beyond its end either.
         """
         i0, i1 = self._window(window[0], window[1])
         segs = self._segments[i0:i1]
         pt = Point(x, y)
         dist: Any = shapely.distance(segs, pt)
         along: Any = shapely.line_locate_point(segs, pt) + self._starts[i0:i1]
+        if bound:
+            beyond = along > window[1]
+            if beyond.any():
+                end = shapely.line_interpolate_point(self.line, window[1])
+                dist[beyond] = shapely.distance(end, pt)
+                along = along.clip(max=window[1])
         cost = (
             dist
             + behind_cost * (expect[0] - along).clip(min=0.0)

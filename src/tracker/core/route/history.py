@@ -30,6 +30,10 @@ MIN_CROSSING_M = 40.0  # shorter crossings (a corner clipped) say little about t
 MAX_CROSSING_S = 300.0  # longer ones stood still: a layover or a delivery, not the road
 MAX_GAP_S = 60.0  # a silence this long breaks a crossing
 PIECE_M = 50.0  # the path is cut into pieces this long to look up cells
+# Variance of log pace within a cell when nothing is known to pool (lights, stops served or
+# passed make a crossing's pace vary by about this much, a factor of e^0.5 either way).
+DEFAULT_LOG_VAR = 0.25
+VAR_PRIOR_DOF = 4.0  # the pooled variance counts as this many crossings' worth per cell
 
 
 def cell_of(lat: float, lon: float) -> tuple[int, int]:
@@ -124,16 +128,34 @@ class CellStats:
 Snapshot = Mapping[tuple[int, int, int], Sequence[CellStats]]
 
 
-def _around(stats: Sequence[CellStats], hour: int, need: int) -> tuple[int, float]:
-    """(passes, mean log pace) within an hour of `hour` when they are enough, else all."""
+def _around(stats: Sequence[CellStats], hour: int, need: int) -> tuple[int, float, float]:
+    """(passes, sum, sum of squares of log pace) within an hour of `hour` when they are
+    enough, else of all hours."""
     near = [
         s for s in stats if min((s.hour_of_week - hour) % 168, (hour - s.hour_of_week) % 168) <= 1
     ]
     use = near if sum(s.passes for s in near) >= need else stats
-    n = sum(s.passes for s in use)
-    if n == 0:
-        return 0, 0.0
-    return n, sum(s.sum_log_pace for s in use) / n
+    return (
+        sum(s.passes for s in use),
+        sum(s.sum_log_pace for s in use),
+        sum(s.sum_log_pace2 for s in use),
+    )
+
+
+def pooled_variance(snapshot: Snapshot) -> tuple[float, int]:
+    """(variance, degrees of freedom) of log pace within cells, pooled over a snapshot:
+    the prior of each cell's own variance."""
+    ss = 0.0
+    dof = 0
+    for stats in snapshot.values():
+        n = sum(s.passes for s in stats)
+        if n < 2:
+            continue
+        s1 = sum(s.sum_log_pace for s in stats)
+        s2 = sum(s.sum_log_pace2 for s in stats)
+        ss += max(0.0, s2 - s1 * s1 / n)
+        dof += n - 1
+    return (ss / dof if dof else DEFAULT_LOG_VAR), dof
 
 
 def cells_of_path(path: Sequence[tuple[float, float]]) -> set[tuple[int, int]]:
@@ -166,6 +188,7 @@ def profile_knots(
     learned = 0
     total = 0.0
     prev_m, prev_plan = 0.0, 0.0
+    pooled, _dof = pooled_variance(snapshot)
     for (end_m, lat, lon, heading), plan_end in zip(pieces, plan_s, strict=True):
         length = end_m - prev_m
         planned = plan_end - prev_plan
@@ -175,12 +198,19 @@ def profile_knots(
         seconds = max(planned, 1e-3)
         stats = snapshot.get((*cell_of(lat, lon), heading))
         if stats:
-            n, mean = _around(stats, hour_of_week(start_s + total), same_hour_passes)
+            n, s1, s2 = _around(stats, hour_of_week(start_s + total), same_hour_passes)
             if n > 0:
                 learned += 1
+                mean = s1 / n
+                # The cell's own variance, shrunk toward the pooled one (scaled
+                # inverse chi-squared prior worth VAR_PRIOR_DOF crossings).
+                var = (max(0.0, s2 - s1 * mean) + VAR_PRIOR_DOF * pooled) / (n - 1 + VAR_PRIOR_DOF)
                 log_plan = math.log(seconds / length)
-                log_pace = (n * mean + prior_passes * log_plan) / (n + prior_passes)
-                seconds = length * math.exp(log_pace)
+                w = n / (n + prior_passes)
+                log_pace = w * mean + (1.0 - w) * log_plan
+                # Crossing times are log-normal: their mean, which is what sums along a
+                # path, is exp(mu + var / 2), not exp(mu) (the median, too fast).
+                seconds = length * math.exp(log_pace + 0.5 * w * var)
         total += seconds
         knots.append((end_m, total))
     return knots if learned else None

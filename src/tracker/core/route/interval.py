@@ -6,7 +6,8 @@ held up far longer than it can make up. So the interval is a pair of quantiles (
 and interpolated in log-horizon between them, and never narrower than `floor_s` either
 side (the geofence and the GPS alone blur an arrival by that much). The default table was
 calibrated on real bus trips through the public API (bench/eta_corpus.py), cross-validated
-by day, to hold about 80 % of arrivals.
+by day, to hold about 80 % of arrivals; re-taken from the pooled quantiles when the point
+ETA changed (bench/eta_offline.py prints them), each line alone holding 78-79 %.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ class Spread:
     """Quantiles of (actual time to go) / (predicted time to go), by horizon in seconds."""
 
     horizons_s: tuple[float, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0)
-    low: tuple[float, ...] = (0.55, 0.7, 0.75, 0.78, 0.8)
-    high: tuple[float, ...] = (2.2, 1.6, 1.45, 1.45, 1.6)
+    low: tuple[float, ...] = (0.45, 0.7, 0.78, 0.82, 0.82)
+    high: tuple[float, ...] = (2.4, 1.8, 1.5, 1.5, 1.6)
     floor_s: float = 30.0
 
     def __post_init__(self) -> None:

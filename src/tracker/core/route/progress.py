@@ -82,6 +82,7 @@ def step(
     loc, far = stages.locate(plan, state, s, cfg)
     new_p, stay = stages.advance(state, s, loc, far, cfg)
     v = stages.visit(plan, state, s, new_p, stay, far, cfg, emit)
+    new_p = v.progress_m
     course = stages.wander(plan, state, s, loc, far, new_p, v, cfg, emit)
     speed, trend = stages.learn(plan, state, s, far, new_p, v, course, cfg)
 
@@ -111,6 +112,7 @@ def step(
         deferred=v.deferred,
         served_s=v.served_s,
         service_planned_s=v.service_planned_s,
+        on_path_s=s.t if not far or last_s is None else state.on_path_s,
     )
     new_state, update = stages.publish(plan, new_state, s.t, cfg, emit)
     return new_state, emit.events, update

@@ -69,7 +69,14 @@ def locate(plan: RoutePlan, state: RouteState, s: Sample, cfg: EtaConfig) -> tup
         loc = index.locate(x, y, (0.0, index.length_m), (0.0, 0.0), 1.0, cfg.first_fix_ahead_cost)
     elif state.off_route:
         lo = p - cfg.search_back_m
-        loc = index.locate(x, y, (lo, index.length_m), (p, p), 1.0, cfg.first_fix_ahead_cost)
+        hi = index.length_m
+        bound = state.on_path_s is not None
+        if state.on_path_s is not None:
+            # Anywhere ahead, but no farther along than the vehicle could have driven since
+            # it was last near the path: where the path passes the same streets again
+            # later, a vehicle off it near the start must not be taken for one far ahead.
+            hi = min(hi, p + cfg.search_ahead_m + cfg.max_speed_mps * (s.t - state.on_path_s))
+        loc = index.locate(x, y, (lo, hi), (p, p), 1.0, cfg.first_fix_ahead_cost, bound)
     else:
         reach = cfg.search_ahead_m + cfg.reach_mps * dt
         fast = max(speed_now(plan, state.speed, cfg), s.moving or 0.0)
@@ -114,6 +121,7 @@ class Visits:
     outside_fixes: int
     served_s: float
     service_planned_s: float
+    progress_m: float  # the progress, corrected by an arrival
 
 
 def visit(
@@ -126,7 +134,8 @@ def visit(
     cfg: EtaConfig,
     emit: Emitter,
 ) -> Visits:
-    """Stage 3: departure from the stop being served, else arrival at a pending one."""
+    """Stage 3: departure from the stop being served, else arrival at a pending one (which
+    may correct the progress: `Visits.progress_m`)."""
     x, y, t, slack = s.x, s.y, s.t, s.slack
     stops = state.stops
     deferred = state.deferred
@@ -154,13 +163,19 @@ def visit(
             sx, sy = plan.xy[k]
             emit(EventType.ARRIVED, k, distance_m=round(math.hypot(x - sx, y - sy), 1))
             at, outside_fixes = k, 0
+            if abs(new_p - plan.along_m[k]) > cfg.pass_m:
+                # Being at a stop says where along the path the vehicle is better than a
+                # match on a street the path uses twice (a terminal loop, say): progress
+                # that had run far ahead of (or behind) the stop comes back to it.
+                new_p = plan.along_m[k]
             if k in deferred:
                 deferred = tuple(j for j in deferred if j != k)
-    if not (far or plan.straight_line):
+    if not (far or state.off_route or plan.straight_line):
         # (Along stops joined by straight lines, progress is no road travelled: there is
-        # nothing to pass a stop on.)
+        # nothing to pass a stop on. Off the route, one fix near the path again is no
+        # proof yet of where along it the vehicle is: stops are deferred once it is back.)
         deferred = defer(plan, stops, deferred, x, y, new_p, at, cfg, emit)
-    return Visits(stops, deferred, at, outside_fixes, served_s, service_planned_s)
+    return Visits(stops, deferred, at, outside_fixes, served_s, service_planned_s, new_p)
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,9 @@ class RouteState:
     # When each stop's ETA was last published (epoch s); empty (states saved before, or
     # rebuilt on reassignment) means unknown: no hold on the next change.
     published_s: tuple[float | None, ...] = ()
+    # Epoch seconds of the newest fix near the path (the first fix counts): off the path,
+    # the vehicle cannot have got farther along it than it could drive since then.
+    on_path_s: float | None = None
 
     @property
     def last_fix_time(self) -> datetime | None:
@@ -88,6 +91,7 @@ class RouteState:
             "deferred": list(self.deferred),
             "service": [self.served_s, self.service_planned_s],
             "published_s": list(self.published_s),
+            "on_path_s": self.on_path_s,
         }
 
     @classmethod
@@ -131,6 +135,7 @@ class RouteState:
                 served_s=float(data.get("service", (0.0, 0.0))[0]),
                 service_planned_s=float(data.get("service", (0.0, 0.0))[1]),
                 published_s=tuple(_opt(p) for p in data.get("published_s", ())),
+                on_path_s=_opt(data.get("on_path_s")),
             )
         except (KeyError, IndexError, TypeError) as exc:
             raise ValueError(f"route state is damaged: {exc!r}") from exc
