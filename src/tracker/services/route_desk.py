@@ -63,7 +63,6 @@ class RouteDesk:
         if events:
             await self._publish(body["device"], events)
             await self._bus.publish(messages.ROUTES, {"type": "route", "device": body["device"]})
-            self._routing.forget(device_id)
         return body
 
     async def reassign(self, route_id: int, device: Device, now: datetime) -> JsonDict:
@@ -114,7 +113,7 @@ class RouteDesk:
             ]
             await store.insert_events(conn, events)
             body = await _route(conn, route_id)
-        self._routing.forget(old_device, device.id, plan_of=route_id)
+        self._routing.forget_plan(route_id)
         await self._publish(device.unique_id, events)
         await self._bus.publish(messages.ROUTES, {"type": "route", "device": old_uid})
         await self._bus.publish(messages.ROUTES, messages.route(body))

@@ -236,12 +236,10 @@ class RoutingService:
             await self._publish(body["device"], events, body)
         return body
 
-    def forget(self, *device_ids: int, plan_of: int | None = None) -> None:
-        """Drop the plan of a route that changed hands (`plan_of`); what instances cached
-        about the devices goes with the `routes` message the change publishes."""
-        del device_ids  # kept for callers; the bus message does the rest
-        if plan_of is not None:
-            self._plans.forget(plan_of)
+    def forget_plan(self, route_id: int) -> None:
+        """Drop the plan of a route that changed hands; what instances cached about the
+        devices goes with the `routes` message the change publishes."""
+        self._plans.forget(route_id)
 
     async def _store_events(
         self, conn: asyncpg.Connection, device: str, events: list[Event]

@@ -161,8 +161,11 @@ async def last_fix(pool: asyncpg.Pool, device_id: int) -> Fix | None:
         "course, accuracy, altitude FROM last_positions WHERE device_id = $1",
         device_id,
     )
-    if row is None:
-        return None
+    return None if row is None else fix_of(device_id, row)
+
+
+def fix_of(device_id: int, row: asyncpg.Record) -> Fix:
+    """A stored position (fix_time, lat, lon, speed, course, accuracy, altitude) as a fix."""
     return Fix(
         device_id=device_id,
         time=row["fix_time"],

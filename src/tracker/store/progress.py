@@ -16,6 +16,7 @@ import asyncpg
 
 from tracker.core.model import Fix, JsonDict
 from tracker.core.route.progress import Progress, RoutePlan, RouteState
+from tracker.store.devices import fix_of
 from tracker.store.routes import LOCK_SPACE, StopValues
 
 
@@ -94,18 +95,7 @@ async def positions_after(
     )
     out: dict[int, list[Fix]] = {d: [] for d in ids}
     for r in rows:
-        out[r["device_id"]].append(
-            Fix(
-                device_id=r["device_id"],
-                time=r["fix_time"],
-                lat=r["lat"],
-                lon=r["lon"],
-                speed=r["speed"],
-                course=r["course"],
-                accuracy=r["accuracy"],
-                altitude=r["altitude"],
-            )
-        )
+        out[r["device_id"]].append(fix_of(r["device_id"], r))
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import shapely
 
-from tracker.core.model import Event, Fix, JsonDict, Route, Stop
+from tracker.core.model import Event, JsonDict, Route, Stop
 
 ACTIVE = "active"
 COMPLETED = "completed"
@@ -258,38 +258,6 @@ async def load_route(conn: asyncpg.Connection, route_id: int) -> Route:
         straight_line=row["straight_line"],
         status=row["status"],
     )
-
-
-async def positions_after(
-    conn: asyncpg.Connection, device_id: int, after: datetime, limit: int
-) -> list[Fix]:
-    """The device's stored fixes newer than `after`, oldest first.
-
-    The route state is advanced from what is stored, not from what one request carried, so
-    pings committed by another instance (or skipped while this one did not yet know the
-    route) are applied in time order too, with exactly the stored values.
-    """
-    rows = await conn.fetch(
-        "SELECT fix_time, ST_Y(geog::geometry) AS lat, ST_X(geog::geometry) AS lon, "
-        "speed, course, accuracy, altitude FROM positions "
-        "WHERE device_id = $1 AND fix_time > $2 ORDER BY fix_time LIMIT $3",
-        device_id,
-        after,
-        limit,
-    )
-    return [
-        Fix(
-            device_id=device_id,
-            time=r["fix_time"],
-            lat=r["lat"],
-            lon=r["lon"],
-            speed=r["speed"],
-            course=r["course"],
-            accuracy=r["accuracy"],
-            altitude=r["altitude"],
-        )
-        for r in rows
-    ]
 
 
 async def save_state(
