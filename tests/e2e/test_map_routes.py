@@ -79,8 +79,11 @@ def stop_marker(page: Page, stop: dict[str, Any]) -> Locator:
     return page.locator(f'.stop-marker[data-stop-id="{stop["id"]}"]')
 
 
-def feed_item(page: Page, event_type: str) -> Locator:
-    return page.locator(f'#event-list .event[data-type="{event_type}"]')
+def feed_item(page: Page, event_type: str, device: DeviceCreds) -> Locator:
+    # This van's items only: the feed also lists the stored history of earlier tests' vans.
+    return page.locator(
+        f'#event-list .event[data-type="{event_type}"][data-device="{device.unique_id}"]'
+    )
 
 
 async def fill_colour(locator: Locator) -> str:
@@ -167,7 +170,7 @@ async def test_arrival_departure_and_off_route_on_the_map(
     await expect(page.locator("#rc-vehicle")).to_have_text("Route van")
     await expect(page.locator("#rc-next")).to_have_text("At stop 1: Bäckerei Huber")
 
-    arrival = feed_item(page, "stop.arrived")
+    arrival = feed_item(page, "stop.arrived", device)
     await expect(arrival).to_have_count(1, timeout=TIMEOUT_MS)
     await expect(arrival.locator(".ev-text")).to_have_text("Route van arrived at Bäckerei Huber")
     stored = await fetch_route(srv, route["id"])
@@ -186,10 +189,10 @@ async def test_arrival_departure_and_off_route_on_the_map(
     completed_fill = await fill_colour(stop_marker(page, first).locator(".sm-body"))
     assert completed_fill == await legend_colour(page, "completed")
     assert completed_fill not in (arrived_fill, pending_fill)
-    await expect(feed_item(page, "stop.departed").locator(".ev-text")).to_contain_text(
+    await expect(feed_item(page, "stop.departed", device).locator(".ev-text")).to_contain_text(
         "Route van left Bäckerei Huber after"
     )
-    await expect(feed_item(page, "stop.completed").locator(".ev-text")).to_have_text(
+    await expect(feed_item(page, "stop.completed", device).locator(".ev-text")).to_have_text(
         "Route van completed Bäckerei Huber"
     )
     types = await page.locator("#event-list .event").evaluate_all(
@@ -208,7 +211,7 @@ async def test_arrival_departure_and_off_route_on_the_map(
     await expect(marker).to_have_class(re.compile(r"\boff-route\b"), timeout=TIMEOUT_MS)
     await expect(marker.locator(".vm-badge")).to_be_visible()
     await expect(page.locator("#rc-offroute")).to_be_visible()
-    await expect(feed_item(page, "route.off_route").locator(".ev-text")).to_contain_text(
+    await expect(feed_item(page, "route.off_route", device).locator(".ev-text")).to_contain_text(
         "Route van is off route ("
     )
     types = await page.locator("#event-list .event").evaluate_all(
@@ -219,7 +222,7 @@ async def test_arrival_departure_and_off_route_on_the_map(
     # Back on the path: the badge goes, the feed says so.
     for k, idx in enumerate((380, 390)):
         await post_fix(srv, device, drive[idx], now - timedelta(seconds=50 - 10 * k), speed=12.0)
-    await expect(feed_item(page, "route.back_on_route").locator(".ev-text")).to_have_text(
+    await expect(feed_item(page, "route.back_on_route", device).locator(".ev-text")).to_have_text(
         "Route van is back on route", timeout=TIMEOUT_MS
     )
     await expect(marker.locator(".vm-badge")).to_be_hidden()
@@ -303,10 +306,10 @@ async def test_dispatcher_outcomes_colour_stops_and_reach_the_feed(
     for status, fill in fills.items():
         assert fill == await legend_colour(page, status), status
     assert len(set(fills.values())) == 3
-    await expect(feed_item(page, "stop.failed").locator(".ev-text")).to_have_text(
+    await expect(feed_item(page, "stop.failed", device).locator(".ev-text")).to_have_text(
         "Outcome van failed at Bäckerei Huber: nobody home", timeout=TIMEOUT_MS
     )
-    await expect(feed_item(page, "stop.skipped").locator(".ev-text")).to_have_text(
+    await expect(feed_item(page, "stop.skipped", device).locator(".ev-text")).to_have_text(
         "Outcome van skipped Metzgerei Wagner"
     )
     await expect(page.locator("#rc-summary")).to_contain_text(
@@ -364,15 +367,15 @@ async def test_feed_keeps_the_newest_fifty_and_can_hide_eta_changes(
     await expect(page.locator("#feed-count")).to_have_text("50")
     await expect(items.first.locator(".ev-text")).to_have_text("Busy van completed stop #10059")
     latest_eta = base + timedelta(minutes=20 + 57)
-    await expect(feed_item(page, "stop.eta_changed").first.locator(".ev-text")).to_have_text(
-        f"Busy van: ETA for stop #10057 moved to {latest_eta:%H:%M} (+7 min)"
-    )
+    await expect(
+        feed_item(page, "stop.eta_changed", device).first.locator(".ev-text")
+    ).to_have_text(f"Busy van: ETA for stop #10057 moved to {latest_eta:%H:%M} (+7 min)")
     await expect(items.last.locator(".ev-text")).to_contain_text("stop #10010")
 
     # The feed also holds the stored history of the session's other vans: keep to this one.
     await page.select_option("#feed-van", device.unique_id)
     await page.uncheck("#feed-eta")
-    await expect(feed_item(page, "stop.eta_changed")).to_have_count(0)
+    await expect(feed_item(page, "stop.eta_changed", device)).to_have_count(0)
     await expect(items).to_have_count(40)  # every completion is still kept
     await expect(items.last.locator(".ev-text")).to_have_text("Busy van completed stop #10001")
     await page.check("#feed-eta")

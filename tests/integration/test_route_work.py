@@ -22,6 +22,7 @@ from tests.integration.test_routes_api import (
     stored_events,
 )
 from tracker.core.route import progress
+from tracker.store import learning
 from tracker.store.routes import LOCK_SPACE
 
 
@@ -42,6 +43,7 @@ async def test_the_ack_does_not_wait_for_route_progress(
 ) -> None:
     start = datetime(2020, 6, 1, 8, tzinfo=UTC)
     route = await create_route(server, route_body(device, start))
+    history = await learning.snapshot(db, STREET)  # what the plan knew
     fixes = drive(start, until_m=900.0, dwell_at_m=STOP_AT_M[0], dwell_s=90.0)
     device_id = await _device_id(db, device.unique_id)
     async with db.acquire() as conn:
@@ -73,7 +75,9 @@ async def test_the_ack_does_not_wait_for_route_progress(
     # The lock is free: the route catches up with every acknowledged fix, in order, once.
     await _until_events(db, route["id"], "stop.departed", 5.0)
     await server.settled()
-    assert await stored_events(db, route["id"]) == offline_events(route, STREET, fixes)
+    assert await stored_events(db, route["id"]) == offline_events(
+        route, STREET, fixes, history=history
+    )
 
 
 async def test_fixes_acknowledged_but_never_applied_are_taken_up_by_the_sweep(
@@ -81,6 +85,7 @@ async def test_fixes_acknowledged_but_never_applied_are_taken_up_by_the_sweep(
 ) -> None:
     start = datetime(2020, 6, 2, 8, tzinfo=UTC)
     route = await create_route(server, route_body(device, start))
+    history = await learning.snapshot(db, STREET)  # what the plan knew
     fixes = drive(start, until_m=900.0, dwell_at_m=STOP_AT_M[0], dwell_s=90.0)
     device_id = await _device_id(db, device.unique_id)
     # What an instance SIGKILLed right after its commit leaves: the fixes and the last
@@ -103,7 +108,9 @@ async def test_fixes_acknowledged_but_never_applied_are_taken_up_by_the_sweep(
     )
     await _until_events(db, route["id"], "stop.departed", 8.0)
     await server.settled()
-    assert await stored_events(db, route["id"]) == offline_events(route, STREET, fixes)
+    assert await stored_events(db, route["id"]) == offline_events(
+        route, STREET, fixes, history=history
+    )
     state = await db.fetchval("SELECT route_state FROM routes WHERE id = $1", route["id"])
     assert progress.RouteState.from_json(state).last_fix_time == last.time
 

@@ -20,7 +20,9 @@ import pytest
 from tests.conftest import TEST_REDIS_URL, DeviceCreds, Server, ServerFactory, add_device
 from tracker.core.model import Fix, Route, Stop
 from tracker.core.route import progress
+from tracker.core.route.history import Snapshot
 from tracker.live.bus import RedisBus
+from tracker.store import learning
 
 Json = dict[str, Any]
 
@@ -237,9 +239,13 @@ def offline_events(
     fixes: Sequence[Fix],
     commands: dict[int, tuple[int, str, datetime]] | None = None,
     cfg: progress.EtaConfig | None = None,
+    history: Snapshot | None = None,
 ) -> list[Json]:
     """The events the pure core produces for `fixes` in one uninterrupted replay, with
-    stop status changes `commands[k] = (stop_id, status, time)` made before fix k."""
+    stop status changes `commands[k] = (stop_id, status, time)` made before fix k.
+
+    `history`: what the server had learned about the path when it planned the route (other
+    tests' drives on the same street are learned too, when they share the database)."""
     stops = tuple(
         Stop(
             s["id"],
@@ -261,7 +267,8 @@ def offline_events(
             stops,
             tuple(path),
             route["straight_line"],
-        )
+        ),
+        history,
     )
     state = progress.start(plan)
     out: list[Json] = []
@@ -531,6 +538,7 @@ async def test_pings_drive_arrival_departure_and_etas_timed_by_the_fixes(
 ) -> None:
     start = datetime(2020, 1, 1, 8, tzinfo=UTC)  # long past: the server clock must not matter
     route = await create_route(server, route_body(device, start))
+    history = await learning.snapshot(db, STREET)  # what the plan knew
     bus = BusRecorder(server, device.unique_id)
     fixes = drive(start, until_m=900.0, dwell_at_m=STOP_AT_M[0], dwell_s=90.0)
     await post_fixes(server, device, fixes, batch=3)
@@ -559,7 +567,7 @@ async def test_pings_drive_arrival_departure_and_etas_timed_by_the_fixes(
     assert kinds.count("stop.arrived") == 1
     assert all(fixes[0].time <= e["time"] <= last for e in events)
     # Exactly what one uninterrupted replay of the same fixes yields.
-    assert events == offline_events(final, STREET, fixes)
+    assert events == offline_events(final, STREET, fixes, history=history)
     # Stored = published, and the last route message is what GET returns.
     assert [(m["event"]["type"], m["event"]["time"]) for m in bus.events] == [
         (e["type"], e["time"].isoformat()) for e in events
@@ -613,6 +621,7 @@ async def test_two_instances_act_as_one(server_factory: ServerFactory, db: async
     dev = await add_device(a)
     start = datetime(2020, 2, 1, 8, tzinfo=UTC)
     route = await create_route(a, route_body(dev, start))
+    history = await learning.snapshot(db, STREET)  # what the plan knew
     on_b = BusRecorder(b, dev.unique_id)
     fixes = drive(start, until_m=1400.0, dwell_at_m=STOP_AT_M[0], dwell_s=60.0)
     # Alternate instances, two pings at a time: every instance takes its turn.
@@ -627,7 +636,7 @@ async def test_two_instances_act_as_one(server_factory: ServerFactory, db: async
     await wait_for(lambda: bool(on_b.routes) and on_b.routes[-1] == {"type": "route", **from_a})
     events = await stored_events(db, route["id"])
     await wait_for(lambda: len(on_b.events) == len(events))
-    assert events == offline_events(from_a, STREET, fixes)
+    assert events == offline_events(from_a, STREET, fixes, history=history)
 
 
 async def test_concurrent_pings_on_two_instances_are_serialised(
