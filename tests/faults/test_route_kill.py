@@ -18,8 +18,8 @@ from tests.integration.test_routes_api import (
     STOP_AT_M,
     STREET,
     drive,
-    iso,
     offline_events,
+    ping_json,
     route_body,
 )
 from tracker.core.model import Fix
@@ -30,11 +30,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 async def _post_until_acked(server: TrackerProcess, token: str, chunk: list[Fix]) -> None:
-    body = {
-        "positions": [
-            {"time": iso(f.time), "lat": f.lat, "lon": f.lon, "speed": f.speed} for f in chunk
-        ]
-    }
+    body = {"positions": [ping_json(f) for f in chunk]}
     while True:
         with contextlib.suppress(httpx.TransportError):
             async with httpx.AsyncClient(base_url=server.base_url, timeout=5.0) as client:

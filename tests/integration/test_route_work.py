@@ -16,14 +16,14 @@ from tests.integration.test_routes_api import (
     STREET,
     create_route,
     drive,
-    iso,
     offline_events,
+    ping_json,
     route_body,
     stored_events,
 )
 from tracker.core.route import progress
 from tracker.store import learning
-from tracker.store.routes import LOCK_SPACE
+from tracker.store.routes import lock_device
 
 
 async def _device_id(db: asyncpg.Pool, unique_id: str) -> int:
@@ -50,21 +50,12 @@ async def test_the_ack_does_not_wait_for_route_progress(
         hold = conn.transaction()
         await hold.start()
         # Another instance in the middle of this device's round: it holds the route lock.
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock($1::int, ($2::bigint % 2147483647)::int)",
-            LOCK_SPACE,
-            device_id,
-        )
+        await lock_device(conn, device_id)
         async with httpx.AsyncClient(base_url=server.base_url, timeout=3.0) as client:
             for k in range(0, len(fixes), 4):
                 r = await client.post(
                     "/api/v1/positions",
-                    json={
-                        "positions": [
-                            {"time": iso(f.time), "lat": f.lat, "lon": f.lon, "speed": f.speed}
-                            for f in fixes[k : k + 4]
-                        ]
-                    },
+                    json={"positions": [ping_json(f) for f in fixes[k : k + 4]]},
                     headers=device.headers,
                 )
                 assert r.status_code == 202, r.text
@@ -124,12 +115,7 @@ async def test_a_read_after_the_ack_shows_what_the_ping_did(
     async with server.client() as client:
         r = await client.post(
             "/api/v1/positions",
-            json={
-                "positions": [
-                    {"time": iso(f.time), "lat": f.lat, "lon": f.lon, "speed": f.speed}
-                    for f in fixes
-                ]
-            },
+            json={"positions": [ping_json(f) for f in fixes]},
             headers=device.headers,
         )
         assert r.status_code == 202, r.text

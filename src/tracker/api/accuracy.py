@@ -17,13 +17,11 @@ from starlette.responses import Response
 from tracker.api.fields import invalid, query_only
 from tracker.api.guards import require_dispatcher, runtime, unavailable
 from tracker.api.responses import ORJSONResponse
+from tracker.api.routes import EARLIEST, LATEST
 from tracker.core import accuracy
 from tracker.core.timeparse import TimeFormatError, parse_time
 from tracker.store import accuracy as store
 from tracker.store.db import DB_ERRORS
-
-EARLIEST = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
-LATEST = datetime.fromisoformat("3000-01-01T00:00:00+00:00")
 
 
 def _time(request: Request, name: str) -> datetime | None:
