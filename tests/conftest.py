@@ -167,6 +167,10 @@ async def start_server(database_url: str, **overrides: Any) -> Server:
         lifespan="on",
         ws_ping_interval=5.0,
         ws_ping_timeout=5.0,
+        # The server shares its event loop with the test: on a loaded machine a stall longer
+        # than uvicorn's 5 s keep-alive closes a pooled connection just as the client reuses
+        # it, and httpx does not retry that (ReadError on a request the server never read).
+        timeout_keep_alive=120,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
