@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from tracker import logs, metrics
+from tracker import heap, logs, metrics
 from tracker.api import (
     clients,
     devices,
@@ -220,4 +220,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory tracker.api.app:app_from_env` (used by `tracker serve`)."""
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    heap.tune()
+    return app

@@ -25,12 +25,19 @@ class PlanCache:
         self._size = size
         self._plans: OrderedDict[int, tuple[int, RoutePlan]] = OrderedDict()
 
+    def cached(self, route_id: int, revision: int) -> RoutePlan | None:
+        """The route's plan at `revision` if this instance has it."""
+        cached = self._plans.get(route_id)
+        if cached is None or cached[0] != revision:
+            return None
+        self._plans.move_to_end(route_id)
+        return cached[1]
+
     async def get(self, conn: asyncpg.Connection, route_id: int, revision: int) -> RoutePlan:
         """The route's plan at `revision`, built from the store when not cached."""
-        cached = self._plans.get(route_id)
-        if cached is not None and cached[0] == revision:
-            self._plans.move_to_end(route_id)
-            return cached[1]
+        plan = self.cached(route_id, revision)
+        if plan is not None:
+            return plan
         route = await store.load_route(conn, route_id)
         history = await learned.snapshot(conn, route.path)
         # Tens of milliseconds for a long road path: in a thread, so the acks go on.

@@ -17,6 +17,10 @@ rows commit together. A SIGKILL between the ack and the round loses nothing eith
 `sweep_s` seconds (and at start) the routes whose device has a newer stored fix than
 their progress are taken up by whichever instance sweeps first.
 
+A route whose plan this instance has not built yet (a restart, a route created elsewhere)
+leaves the round at once: a builder task makes the plan meanwhile and brings the device
+back, so one cold route never holds up the warm ones, nor their locks.
+
 Devices without a route cost one round trip, then nothing: "no active route" is kept per
 device until a `routes` message about it arrives on the bus (any instance creating,
 handing over or cancelling a route publishes one), or `cache_s` at the latest.
@@ -60,6 +64,7 @@ class _Due:
 @dataclass(slots=True)
 class _Round:
     busy: list[_Due] = field(default_factory=list)  # locked elsewhere: again later
+    cold: list[tuple[_Due, int, int]] = field(default_factory=list)  # (due, route, revision)
     more: list[_Due] = field(default_factory=list)  # a backlog longer than one round
     out: list[tuple[str, list[Event], JsonDict | None]] = field(default_factory=list)
     applied: dict[str, datetime] = field(default_factory=dict)
@@ -96,6 +101,9 @@ class RouteWork:
         self._states: LRUCache[int, tuple[int, RouteState]] = LRUCache(_STATES)
         # unique id -> newest fix applied here: older pings need no round trip
         self._seen: LRUCache[str, datetime] = LRUCache(_CACHE_SIZE)
+        # Routes whose plan is being built: their devices wait outside the rounds.
+        self._warming: set[int] = set()
+        self._cold: asyncio.Queue[tuple[_Due, int, int]] = asyncio.Queue()
 
     # -- producers (no I/O) ----------------------------------------------------------------
 
@@ -124,6 +132,13 @@ class RouteWork:
 
     async def run(self) -> None:
         """The loop: rounds of due devices until cancelled."""
+        builder = asyncio.create_task(self._builder())
+        try:
+            await self._rounds()
+        finally:
+            builder.cancel()
+
+    async def _rounds(self) -> None:
         backoff = 0.05
         while True:
             if not self._due:
@@ -149,6 +164,8 @@ class RouteWork:
             await self._finish(done)
             for item in (*done.busy, *done.more):
                 self._enqueue(item)
+            if done.cold:
+                self._warm(done.cold)
             if done.busy and len(done.busy) == len(due):
                 await asyncio.sleep(0.005)  # all held by another instance: let it finish
 
@@ -171,7 +188,7 @@ class RouteWork:
 
     async def drain(self) -> None:
         """Wait until every due device has had its round (tests, graceful shutdown)."""
-        while self._due or not self._idle.is_set():
+        while self._due or self._warming or not self._idle.is_set():
             self._wakeup.set()
             await asyncio.sleep(0.002)
 
@@ -184,6 +201,27 @@ class RouteWork:
         self._due[item.device_id] = item
         self._idle.clear()
         self._wakeup.set()
+
+    def _warm(self, cold: list[tuple[_Due, int, int]]) -> None:
+        # A plan takes milliseconds to build (tens for a long road path): built in a round,
+        # the round's other devices and their locks would wait for every cold one.
+        for entry in cold:
+            self._warming.add(entry[1])
+            self._cold.put_nowait(entry)
+
+    async def _builder(self) -> None:
+        while True:
+            item, route_id, revision = await self._cold.get()
+            try:
+                async with self._pool.acquire() as conn:
+                    await self._plans.get(conn, route_id, revision)
+            except Exception:
+                # The fixes stay stored: the sweep brings the device back in `sweep_s`.
+                log.exception("could not build the plan of route %d", route_id)
+            else:
+                self._enqueue(item)
+            finally:
+                self._warming.discard(route_id)
 
     async def _finish(self, done: _Round) -> None:
         for device, when in done.applied.items():
@@ -247,9 +285,16 @@ class RouteWork:
             changed: list[tuple[str, int, list[Event]]] = []
             for device_id, head in heads.items():
                 item = by_id[device_id]
+                plan = self._plans.cached(head.id, head.revision)
+                if plan is None and not wait:
+                    # Built outside the round; its builder enqueues the device again.
+                    if head.id not in self._warming:
+                        done.cold.append((item, head.id, head.revision))
+                    continue
                 if len(fixes[device_id]) == _LIMIT:
                     done.more.append(item)
-                plan = await self._plans.get(conn, head.id, head.revision)
+                if plan is None:
+                    plan = await self._plans.get(conn, head.id, head.revision)
                 moved = pipeline.advance(plan, states[device_id], fixes[device_id], self._cfg)
                 if moved.etas is None:
                     continue

@@ -42,13 +42,13 @@ async def record_arrivals(
         SELECT id, stop_id, time, data->>'eta' AS eta, data->>'eta_earliest' AS earliest,
                data->>'eta_latest' AS latest
         FROM events
-        WHERE route_id = ANY($1::bigint[]) AND stop_id = ANY($2::bigint[]) AND type = $3
-          AND id < $4
+        WHERE stop_id = ANY($2::bigint[]) AND route_id = ANY($1::bigint[])
+          AND type = 'stop.eta_changed'  -- a literal: the partial index events_eta_by_stop
+          AND id < $3
         ORDER BY id
         """,
         sorted({e.route_id for _, e in arrivals if e.route_id is not None}),
         sorted({e.stop_id for _, e in arrivals if e.stop_id is not None}),
-        EventType.ETA_CHANGED,
         max(event_id for event_id, _ in arrivals),
     )
     shown: dict[int, list[tuple[int, accuracy.Shown]]] = defaultdict(list)

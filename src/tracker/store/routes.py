@@ -299,6 +299,11 @@ async def save_stops_of(
              AS v(route_id, id, status, reason, arrived_at, completed_at, eta, eta_earliest,
                   eta_latest, deferred)
         WHERE stops.id = v.id AND stops.route_id = v.route_id
+          -- most rounds move a few ETAs: the other stops need no new row version
+          AND (stops.status, stops.reason, stops.arrived_at, stops.completed_at, stops.eta,
+               stops.eta_earliest, stops.eta_latest, stops.deferred)
+              IS DISTINCT FROM (v.status, v.reason, v.arrived_at, v.completed_at, v.eta,
+                                v.eta_earliest, v.eta_latest, v.deferred)
         """,
         [r for r, _ in flat],
         [v.stop_id for _, v in flat],

@@ -238,6 +238,13 @@ events = Table(
     Index("events_by_route", "route_id", "id"),
     Index("events_by_device_time", "device_id", "time"),
     Index("events_by_type", "type", text("id DESC")),
+    # sql/012_route_writes.sql: the ETAs a stop was shown, for scoring its arrival.
+    Index(
+        "events_eta_by_stop",
+        "stop_id",
+        "id",
+        postgresql_where=text("type = 'stop.eta_changed'"),
+    ),
 )
 
 webhooks = Table(

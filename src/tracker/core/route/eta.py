@@ -34,8 +34,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
 import shapely
-from shapely import LineString, Point
+from shapely import LineString
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,29 +48,61 @@ class Location:
 
 
 class PathIndex:
-    """A planned path in metres, cut into segments for windowed linear referencing."""
+    """A planned path in metres, cut into segments for windowed linear referencing.
 
-    __slots__ = ("_segments", "_starts", "_starts_list", "length_m", "line")
+    The segments are plain coordinate arrays, measured with numpy: one geometry object per
+    segment would cost a GEOS call each and, kept for every route a server holds, make
+    each of Python's full garbage collections walk hundreds of thousands of them.
+    """
+
+    __slots__ = (
+        "_dx",
+        "_dy",
+        "_len",
+        "_len2",
+        "_starts",
+        "_starts_list",
+        "_x0",
+        "_y0",
+        "length_m",
+        "line",
+    )
 
     def __init__(self, line: LineString) -> None:
-        coords = [(float(x), float(y)) for x, y in line.coords]
-        pairs = [
-            [coords[i], coords[i + 1]] for i in range(len(coords) - 1) if coords[i] != coords[i + 1]
-        ]
-        if not pairs:
+        xy = np.asarray(line.coords, dtype=float)[:, :2]
+        d = np.diff(xy, axis=0)
+        keep = (d[:, 0] != 0.0) | (d[:, 1] != 0.0)
+        if not keep.any():
             raise ValueError("a path needs at least one segment of non-zero length")
         self.line = line
-        self._segments: Any = shapely.linestrings(pairs)
-        lengths: Any = shapely.length(self._segments)
-        self._starts: Any = lengths.cumsum() - lengths
-        self._starts_list: list[float] = [float(s) for s in self._starts]
-        self.length_m = float(lengths.sum())
+        self._x0: Any = np.ascontiguousarray(xy[:-1][keep, 0])
+        self._y0: Any = np.ascontiguousarray(xy[:-1][keep, 1])
+        self._dx: Any = np.ascontiguousarray(d[keep, 0])
+        self._dy: Any = np.ascontiguousarray(d[keep, 1])
+        self._len2: Any = self._dx * self._dx + self._dy * self._dy
+        self._len: Any = np.sqrt(self._len2)
+        self._starts: Any = self._len.cumsum() - self._len
+        self._starts_list: list[float] = self._starts.tolist()
+        self.length_m = float(self._len.sum())
 
     def _window(self, lo_m: float, hi_m: float) -> tuple[int, int]:
         starts = self._starts_list
         i0 = max(0, bisect_right(starts, lo_m) - 1)
         i1 = max(i0 + 1, bisect_right(starts, hi_m))
         return i0, min(i1, len(starts))
+
+    def _measure(self, i0: int, i1: int, x: float, y: float) -> tuple[Any, Any]:
+        """Distance from (x, y) to each segment in [i0, i1) and the metres along the path of
+        the nearest point on it."""
+        x0, y0 = self._x0[i0:i1], self._y0[i0:i1]
+        dx, dy = self._dx[i0:i1], self._dy[i0:i1]
+        t = (((x - x0) * dx + (y - y0) * dy) / self._len2[i0:i1]).clip(0.0, 1.0)
+        dist = np.hypot(x - (x0 + t * dx), y - (y0 + t * dy))
+        return dist, self._starts[i0:i1] + t * self._len[i0:i1]
+
+    def _distance_at(self, m: float, x: float, y: float) -> float:
+        end = shapely.line_interpolate_point(self.line, m)
+        return math.hypot(x - end.x, y - end.y)
 
     def locate(
         self,
@@ -89,15 +122,11 @@ class PathIndex:
         segments; with `bound`, no candidate lies beyond its end either.
         """
         i0, i1 = self._window(window[0], window[1])
-        segs = self._segments[i0:i1]
-        pt = Point(x, y)
-        dist: Any = shapely.distance(segs, pt)
-        along: Any = shapely.line_locate_point(segs, pt) + self._starts[i0:i1]
+        dist, along = self._measure(i0, i1, x, y)
         if bound:
             beyond = along > window[1]
             if beyond.any():
-                end = shapely.line_interpolate_point(self.line, window[1])
-                dist[beyond] = shapely.distance(end, pt)
+                dist[beyond] = self._distance_at(window[1], x, y)
                 along = along.clip(max=window[1])
         cost = (
             dist
@@ -120,15 +149,11 @@ class PathIndex:
         prev = 0.0
         for x, y in points:
             i0, i1 = self._window(prev, self.length_m)
-            segs = self._segments[i0:i1]
-            pt = Point(x, y)
-            dist: Any = shapely.distance(segs, pt)
-            along: Any = shapely.line_locate_point(segs, pt) + self._starts[i0:i1]
+            dist, along = self._measure(i0, i1, x, y)
             behind = along < prev
             if behind.any():
                 # The first segment may reach back before `prev`: measure from there on.
-                start = shapely.line_interpolate_point(self.line, prev)
-                dist[behind] = shapely.distance(start, pt)
+                dist[behind] = self._distance_at(prev, x, y)
                 along = along.clip(min=prev)
             near = dist <= float(dist.min()) + tolerance_m
             prev = float(along[near].min())
