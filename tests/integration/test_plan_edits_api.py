@@ -91,9 +91,10 @@ async def test_edit_a_proposal_then_dispatch_it(world: World) -> None:
         assert order_ids(route) == [early, *reversed(ids[1:6])]
         first = route["stops"][0]
         assert first["lateness_s"] == 0 and first["violations"] == []
-        assert datetime.fromisoformat(first["arrival"]) < datetime.fromisoformat(
-            before["stops"][0]["arrival"]
-        )
+        # (Served within its window instead of after it closed.)
+        opens, closes = (datetime.fromisoformat(t) for t in late["windows"][0])
+        assert opens <= datetime.fromisoformat(first["arrival"]) <= closes
+        assert datetime.fromisoformat(first["arrival"]) < datetime.fromisoformat(late["arrival"])
         assert route["distance_m"] != before["distance_m"]
         assert route["path"]["polyline"] != before["path"]["polyline"]
         assert route["lateness_s"] == 0 and plan["summary"]["lateness_s"] == 0
@@ -123,7 +124,7 @@ async def test_edit_a_proposal_then_dispatch_it(world: World) -> None:
         over = next(v for v in van1_route["violations"] if v["cause"] == "capacity")
         assert over["load"] == {"parcels": 28.0} and over["capacity"] == {"parcels": 20.0}
         assert plan["unassigned"] == []
-        assert plan["summary"]["violations"] >= 3
+        assert plan["summary"]["violations"] == 2  # the skill (a stop), the load (the route)
 
         # Unassign the big order: back in the list, the capacity violation gone.
         plan = await move({"order_id": big, "vehicle": None})
