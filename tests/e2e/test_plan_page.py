@@ -13,10 +13,9 @@ import re
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Locator, expect
 
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -146,14 +145,14 @@ async def test_import_optimise_dispatch_and_move_a_stop(
     )
 
     # Before dispatch: drag van 0's first stop onto the top of van 1's card.
-    def stops_of(card: int) -> Any:
+    def stops_of(card: int) -> Locator:
         return cards.nth(card).locator("li[data-order]")
 
     async def top_of(card: int) -> float:
         """A viewport y above the middle of the card's first stop: a drop there goes first."""
         box = await stops_of(card).first.bounding_box()
         assert box is not None
-        return box["y"] + 1
+        return float(box["y"]) + 1
 
     async def orders_of(card: int) -> list[str]:
         found: list[str] = await stops_of(card).evaluate_all(
