@@ -11,10 +11,11 @@
 import { decode } from "/static/vendor/polyline/index.esm.js";
 import { api, currentRole, signIn } from "./lib/api.js";
 import { clock, el, km } from "./lib/format.js";
+import { createEditor, planVans, stopName } from "./plan_edit.js";
 
 const $ = (id) => document.getElementById(id);
 const COLOURS = ["#2563eb", "#d97706", "#1f9d55", "#c53030", "#7b2cbf", "#0891b2", "#be185d", "#4d7c0f"];
-const state = { orders: [], plan: null, dispatched: null, devices: [], depots: [], vans: [], dragging: null };
+const state = { orders: [], plan: null, dispatched: null, devices: [], depots: [], vans: [] };
 let map = null;
 let layer = null;
 
@@ -165,23 +166,12 @@ function duration(s) {
   return m < 60 ? `${m} min` : `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
-// The plan's vehicles (every one it was made with) and, per vehicle, its route or null: a
-// route belongs to the first vehicle not yet matched with the same id, name and device.
-function planVans(plan) {
-  const vans = plan.vehicles || plan.routes.map((r) => ({ vehicle_id: r.vehicle_id, vehicle: r.vehicle, device: r.device }));
-  const routes = vans.map(() => null);
-  const indexOf = plan.routes.map((r) => {
-    const k = vans.findIndex((v, j) => routes[j] === null &&
-      v.vehicle_id === r.vehicle_id && v.vehicle === r.vehicle && v.device === r.device);
-    if (k >= 0) routes[k] = r;
-    return k;
-  });
-  return { vans, routes, indexOf };
-}
-
 const editable = () => Boolean(state.plan && state.plan.status === "proposed" && !state.dispatched);
-const vanRef = (van) => van.vehicle_id ?? van.vehicle;
-const stopName = (s) => s.recipient || s.external_id || "order " + s.order_id;
+
+const editor = createEditor({
+  edit: (orderId, vehicle, position) => attempt(() => editPlan(orderId, vehicle, position)),
+  colour, duration, stats,
+});
 
 function drawProposal(plan, fit = true) {
   layer.clearLayers();
@@ -210,12 +200,12 @@ function drawProposal(plan, fit = true) {
     (plan.straight_line ? " · straight-line distances (no road network imported)" : " · on roads");
   if (editable()) {
     const { vans, routes } = planVans(plan);
-    $("plan-routes").replaceChildren(...vans.map((van, k) => proposalCard(van, routes[k], k, vans)));
+    $("plan-routes").replaceChildren(...vans.map((van, k) => editor.card(van, routes[k], k, vans)));
   } else {
     $("plan-routes").replaceChildren(...plan.routes.map((route, k) => routeCard(route, indexOf[k] >= 0 ? indexOf[k] : k, k)));
   }
   $("plan-unassigned").replaceChildren(...(plan.unassigned.length
-    ? plan.unassigned.map((u) => unassignedItem(u, plan))
+    ? plan.unassigned.map((u) => editable() ? editor.unassigned(u, planVans(plan).vans) : unassignedItem(u))
     : [el("li", { class: "muted" }, "none")]));
 }
 
@@ -232,94 +222,8 @@ function stats(route) {
   return out;
 }
 
-// -- editing the proposal before dispatch ----------------------------------------------
-
-// Where a drop at `y` goes among the card's stops other than the one being dragged.
-function dropIndex(list, y) {
-  const others = [...list.children].filter((li) => li.dataset.order !== String(state.dragging));
-  const k = others.findIndex((li) => { const r = li.getBoundingClientRect(); return y < r.top + r.height / 2; });
-  return { others, index: k < 0 ? others.length : k };
-}
-
-function clearMarks() {
-  document.querySelectorAll(".drop-before, .drop-end, .drop-target").forEach((n) => n.classList.remove("drop-before", "drop-end", "drop-target"));
-}
-
-function draggableOrder(li, orderId) {
-  li.draggable = true;
-  li.addEventListener("dragstart", (e) => {
-    state.dragging = orderId;
-    e.dataTransfer.setData("text/plain", String(orderId));
-    li.classList.add("dragging");
-  });
-  li.addEventListener("dragend", () => { li.classList.remove("dragging"); clearMarks(); state.dragging = null; });
-}
-
-function draggedOrder(e) {
-  const given = Number(e.dataTransfer && e.dataTransfer.getData("text/plain"));
-  return given || state.dragging;
-}
-
-function vanMenu(label, vans, except, withUnassign, onPick) {
-  const menu = el("select", { "aria-label": label },
-    el("option", { value: "" }, "to van…"),
-    ...vans.map((v, k) => (k === except ? null : el("option", { value: String(k) }, v.vehicle))),
-    withUnassign ? el("option", { value: "none" }, "unassigned") : null);
-  menu.addEventListener("change", () => {
-    if (!menu.value) return;
-    onPick(menu.value === "none" ? null : vanRef(vans[Number(menu.value)]));
-  });
-  return menu;
-}
-
-function proposalCard(van, route, k, vans) {
-  const stops = route ? route.stops : [];
-  const list = el("ol", {}, ...stops.map((s, j) => proposalStop(van, s, j, stops.length, k, vans)));
-  const card = el("section", { class: "plan-route", style: `--van-colour: ${colour(k)}`, dataset: { vehicle: van.vehicle, van: String(k) } },
-    el("h3", {}, van.vehicle + (van.device ? ` (${van.device})` : "")), ...stats(route), list);
-  card.addEventListener("dragover", (e) => {
-    e.preventDefault();
-    clearMarks();
-    card.classList.add("drop-target");
-    const { others, index } = dropIndex(list, e.clientY);
-    if (index < others.length) others[index].classList.add("drop-before");
-    else list.classList.add("drop-end");
-  });
-  card.addEventListener("dragleave", (e) => { if (!card.contains(e.relatedTarget)) clearMarks(); });
-  card.addEventListener("drop", (e) => {
-    e.preventDefault();
-    const orderId = draggedOrder(e);
-    const { index } = dropIndex(list, e.clientY);
-    clearMarks();
-    if (orderId) attempt(() => editPlan(orderId, vanRef(van), index));
-  });
-  return card;
-}
-
-function proposalStop(van, s, j, count, k, vans) {
-  const name = stopName(s);
-  const li = el("li", { dataset: { order: String(s.order_id) }, class: s.violations && s.violations.length ? "broken" : null },
-    `${name} · ${clock(s.arrival)}`,
-    s.lateness_s ? el("span", { class: "late" }, ` (${duration(s.lateness_s)} late)`) : "",
-    ...(s.violations || []).map((v) => el("span", { class: "violation", dataset: { cause: v.cause } }, " ⚠ " + v.message)),
-    el("span", { class: "stop-controls" },
-      el("button", { type: "button", class: "btn-mini", "aria-label": `Move ${name} earlier`, disabled: j === 0,
-        onclick: () => attempt(() => editPlan(s.order_id, vanRef(van), j - 1)) }, "↑"),
-      el("button", { type: "button", class: "btn-mini", "aria-label": `Move ${name} later`, disabled: j === count - 1,
-        onclick: () => attempt(() => editPlan(s.order_id, vanRef(van), j + 1)) }, "↓"),
-      vanMenu(`Move ${name} to another van`, vans, k, true, (ref) => attempt(() => editPlan(s.order_id, ref, null)))));
-  draggableOrder(li, s.order_id);
-  return li;
-}
-
-function unassignedItem(u, plan) {
-  const li = el("li", { dataset: { order: String(u.order_id) } }, `${u.external_id || "#" + u.order_id}: ${u.reason}`);
-  if (editable()) {
-    const { vans } = planVans(plan);
-    li.append(vanMenu(`Put ${u.external_id || u.order_id} on a van`, vans, -1, false, (ref) => attempt(() => editPlan(u.order_id, ref, null))));
-    draggableOrder(li, u.order_id);
-  }
-  return li;
+function unassignedItem(u) {
+  return el("li", { dataset: { order: String(u.order_id) } }, `${u.external_id || "#" + u.order_id}: ${u.reason}`);
 }
 
 async function editPlan(orderId, vehicle, position) {
@@ -444,7 +348,7 @@ pool.addEventListener("dragleave", () => pool.classList.remove("drop-target"));
 pool.addEventListener("drop", (e) => {
   e.preventDefault();
   pool.classList.remove("drop-target");
-  const orderId = draggedOrder(e);
+  const orderId = editor.dragged(e);
   if (editable() && orderId) attempt(() => editPlan(orderId, null, null));
 });
 $("order-cancel-edit").addEventListener("click", stopEditing);
