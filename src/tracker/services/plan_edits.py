@@ -216,6 +216,9 @@ async def _move(
     gone = set(ids) - {o.id for o in orders}
     if gone:
         raise PlanConflict(f"order {min(gone)} is deleted now: make a new plan")
+    for o in orders:
+        if o.status not in PLANNABLE:
+            raise PlanConflict(f"order {o.id} is {o.status} now: make a new plan")
     used = [vehicles[k] for k in changed]
     depot_ids = {d for v in used for d in (v.start_depot_id, v.end_depot_id) if d is not None}
     depots = await fleet_store.depots_by_ids(pool, sorted(depot_ids))
