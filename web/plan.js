@@ -1,11 +1,17 @@
 // Planning page: a day's orders (CSV drag-and-drop import, add, edit, filter), depots and
 // vans; Optimise proposes routes (drawn one colour per van with distance, duration, load,
 // lateness, and the unassigned orders with reasons); Dispatch sends them to the drivers.
+// Before dispatch the proposal can be edited: a stop dragged within its card is reordered
+// (where it is dropped matters), onto another van's card moved there, onto the unassigned
+// list taken off the routes; its up/down buttons and "to van" menu do the same from the
+// keyboard. The server re-evaluates the changed routes (arrivals, distance, load, and what
+// a forced order breaks) and the cards and map lines are drawn again from its answer.
 // Once dispatched, a stop dragged to another van (or moved with its "to van" menu) is moved
 // by the server, which puts it where it adds least time and re-evaluates both routes.
 import { decode } from "/static/vendor/polyline/index.esm.js";
 import { api, currentRole, signIn } from "./lib/api.js";
 import { clock, el, km } from "./lib/format.js";
+import { createEditor, planVans, stopName } from "./plan_edit.js";
 
 const $ = (id) => document.getElementById(id);
 const COLOURS = ["#2563eb", "#d97706", "#1f9d55", "#c53030", "#7b2cbf", "#0891b2", "#be185d", "#4d7c0f"];
@@ -151,47 +157,92 @@ function colour(k) {
   return COLOURS[k % COLOURS.length];
 }
 
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
 function duration(s) {
   const m = Math.round(s / 60);
   return m < 60 ? `${m} min` : `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
-function drawProposal(plan) {
+const editable = () => Boolean(state.plan && state.plan.status === "proposed" && !state.dispatched);
+
+const editor = createEditor({
+  edit: (orderId, vehicle, position) => attempt(() => editPlan(orderId, vehicle, position)),
+  colour, duration, stats,
+});
+
+function drawProposal(plan, fit = true) {
   layer.clearLayers();
   const bounds = [];
+  const { indexOf } = planVans(plan);
   plan.routes.forEach((route, k) => {
+    const c = colour(indexOf[k] >= 0 ? indexOf[k] : k);
     if (route.path) {
       const line = decode(route.path.polyline, route.path.precision);
-      L.polyline(line, { color: colour(k), weight: 4, opacity: 0.85, className: "plan-line" }).addTo(layer);
+      L.polyline(line, { color: c, weight: 4, opacity: 0.85, className: "plan-line" }).addTo(layer);
       bounds.push(...line);
     }
     route.stops.forEach((s) => {
-      L.circleMarker([s.lat, s.lon], { radius: 7, color: colour(k), fillOpacity: 0.9, className: "plan-stop" })
-        .bindTooltip(`${route.vehicle} · ${s.seq}. ${s.recipient || s.external_id || s.order_id}`)
+      L.circleMarker([s.lat, s.lon], { radius: 7, color: c, fillOpacity: 0.9, className: "plan-stop" })
+        .bindTooltip(`${route.vehicle} · ${s.seq}. ${stopName(s)}`)
         .addTo(layer);
       bounds.push([s.lat, s.lon]);
     });
   });
-  if (bounds.length) map.fitBounds(bounds, { padding: [20, 20] });
+  if (fit && bounds.length) map.fitBounds(bounds, { padding: [20, 20] });
   const sum = plan.summary;
   $("plan-summary").textContent =
     `${sum.assigned} of ${sum.orders} orders on ${sum.vehicles_used} of ${sum.vehicles} vans · ${km(sum.distance_m)} · ` +
     `${duration(sum.duration_s)}` + (sum.lateness_s ? ` · ${duration(sum.lateness_s)} late` : "") +
+    (sum.violations ? ` · ${plural(sum.violations, "violation")}` : "") +
     (plan.straight_line ? " · straight-line distances (no road network imported)" : " · on roads");
-  $("plan-routes").replaceChildren(...plan.routes.map((route, k) => routeCard(route, k)));
+  if (editable()) {
+    const { vans, routes } = planVans(plan);
+    $("plan-routes").replaceChildren(...vans.map((van, k) => editor.card(van, routes[k], k, vans)));
+  } else {
+    $("plan-routes").replaceChildren(...plan.routes.map((route, k) => routeCard(route, indexOf[k] >= 0 ? indexOf[k] : k, k)));
+  }
   $("plan-unassigned").replaceChildren(...(plan.unassigned.length
-    ? plan.unassigned.map((u) => el("li", {}, `${u.external_id || "#" + u.order_id}: ${u.reason}`))
+    ? plan.unassigned.map((u) => editable() ? editor.unassigned(u, planVans(plan).vans) : unassignedItem(u))
     : [el("li", { class: "muted" }, "none")]));
 }
 
-function routeCard(route, k) {
-  const live = state.dispatched ? state.dispatched[k] : null;
+function stats(route) {
+  if (!route) return [el("p", { class: "stats" }, "no stops: drop one here")];
   const parcels = route.load && route.load.parcels !== undefined ? `${route.load.parcels} parcels` : "";
-  const card = el("section", { class: "plan-route", style: `--van-colour: ${colour(k)}`, dataset: { vehicle: route.vehicle } },
+  const out = [el("p", { class: "stats" },
+    `${route.stops.length} stops · ${km(route.distance_m)} · ${duration(route.duration_s)} · ${parcels}` +
+    (route.lateness_s ? " · " : ""), route.lateness_s ? el("span", { class: "late" }, `${duration(route.lateness_s)} late`) : "")];
+  if (route.violations && route.violations.length) {
+    out.push(el("ul", { class: "violations", "aria-label": `What ${route.vehicle}'s route breaks` },
+      ...route.violations.map((v) => el("li", { dataset: { cause: v.cause } }, "⚠ " + v.message))));
+  }
+  return out;
+}
+
+function unassignedItem(u) {
+  return el("li", { dataset: { order: String(u.order_id) } }, `${u.external_id || "#" + u.order_id}: ${u.reason}`);
+}
+
+async function editPlan(orderId, vehicle, position) {
+  const body = { order_id: orderId, vehicle };
+  if (position !== null && position !== undefined) body.position = position;
+  state.plan = await api("POST", `/api/v1/plans/${state.plan.id}/move`, body);
+  drawProposal(state.plan, false);
+  $("dispatch").disabled = state.plan.routes.length === 0;
+  const sum = state.plan.summary;
+  notify(`Proposal #${state.plan.id} re-evaluated: ${sum.assigned} orders on ${sum.vehicles_used} vans, ` +
+    (sum.violations ? plural(sum.violations, "violation") : "no violations") + ".");
+}
+
+// A card of the plan's route k (`hue`: its van's colour); once dispatched, of its live route.
+function routeCard(route, hue, k) {
+  const live = state.dispatched ? state.dispatched[k] : null;
+  const card = el("section", { class: "plan-route", style: `--van-colour: ${colour(hue)}`, dataset: { vehicle: route.vehicle } },
     el("h3", {}, route.vehicle + (route.device ? ` (${route.device})` : "")),
-    el("p", { class: "stats" },
-      `${route.stops.length} stops · ${km(route.distance_m)} · ${duration(route.duration_s)} · ${parcels}` +
-      (route.lateness_s ? " · " : ""), route.lateness_s ? el("span", { class: "late" }, `${duration(route.lateness_s)} late`) : ""),
+    ...stats(route),
     el("ol", {}, ...route.stops.map((s, j) => stopItem(route, s, live ? live.stops[j] : null))),
   );
   if (live) {
@@ -242,6 +293,7 @@ async function optimise() {
 async function dispatch() {
   const done = await api("POST", `/api/v1/plans/${state.plan.id}/dispatch`);
   state.dispatched = done.routes;
+  state.plan = done.plan;
   drawProposal(state.plan);
   $("dispatch").disabled = true;
   notify(`Dispatched ${done.routes.length} routes to the drivers: drag a stop to another van to move it.`);
@@ -271,7 +323,8 @@ function renderDispatched() {
       load: {},
       stops: route.stops.map((s) => ({ seq: s.seq, order_id: s.id, recipient: s.recipient || s.name, arrival: s.eta, lateness_s: 0 })),
     };
-    const card = routeCard(plannedRoute, k);
+    const hue = planVans(state.plan).indexOf[k];
+    const card = routeCard(plannedRoute, hue >= 0 ? hue : k, k);
     card.querySelector(".stats").textContent = `${route.stops.length} stops · live route #${route.id}`;
     return card;
   });
@@ -288,6 +341,16 @@ $("plan-day").addEventListener("change", () => attempt(loadOrders));
 $("optimise").addEventListener("click", () => attempt(optimise));
 $("dispatch").addEventListener("click", () => attempt(dispatch));
 $("order-filter").addEventListener("input", renderOrders);
+// The unassigned list takes a stop dragged off a van's card (before dispatch).
+const pool = $("plan-unassigned");
+pool.addEventListener("dragover", (e) => { if (editable()) { e.preventDefault(); pool.classList.add("drop-target"); } });
+pool.addEventListener("dragleave", () => pool.classList.remove("drop-target"));
+pool.addEventListener("drop", (e) => {
+  e.preventDefault();
+  pool.classList.remove("drop-target");
+  const orderId = editor.dragged(e);
+  if (editable() && orderId) attempt(() => editPlan(orderId, null, null));
+});
 $("order-cancel-edit").addEventListener("click", stopEditing);
 $("order-form").addEventListener("submit", (e) => {
   e.preventDefault();

@@ -1,18 +1,21 @@
 """The planning page in a real headless Chromium against a real server, PostGIS with
 Monaco's roads (pgRouting) and VROOM: drop a CSV of 50 orders, edit one, filter, add a depot
 and vans, optimise (routes on the roads, one colour per van, an unassigned order with its
-reason), dispatch, then drag a stop to the other van and see the server re-evaluate both
-routes. Screenshots go to artifacts/."""
+reason); before dispatch drag a stop to the other van, reorder it and unassign it from the
+keyboard, force the crane order onto a van and see what it breaks; dispatch the edited
+proposal, then drag a stop to the other van and see the server re-evaluate both routes.
+Screenshots go to artifacts/."""
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Locator, expect
 
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -141,9 +144,94 @@ async def test_import_optimise_dispatch_and_move_a_stop(
         .screenshot(path=str(ARTIFACTS / "plan-proposal.png"))
     )
 
-    # Dispatch, then drag the first stop of van 0 onto van 1's card.
+    # Before dispatch: drag van 0's first stop onto the top of van 1's card.
+    def stops_of(card: int) -> Locator:
+        return cards.nth(card).locator("li[data-order]")
+
+    async def top_of(card: int) -> float:
+        """A viewport y above the middle of the card's first stop: a drop there goes first."""
+        box = await stops_of(card).first.bounding_box()
+        assert box is not None
+        return float(box["y"]) + 1
+
+    async def orders_of(card: int) -> list[str]:
+        found: list[str] = await stops_of(card).evaluate_all(
+            "lis => lis.map(li => li.dataset.order)"
+        )
+        return found
+
+    first = stops_of(0).first
+    order = await first.get_attribute("data-order") or ""
+    counts = (await stops_of(0).count(), await stops_of(1).count())
+    stats = await cards.nth(1).locator(".stats").text_content()
+    transfer = await page.evaluate_handle("() => new DataTransfer()")
+    await first.dispatch_event("dragstart", {"dataTransfer": transfer})
+    y = await top_of(1)
+    await cards.nth(1).dispatch_event("dragover", {"dataTransfer": transfer, "clientY": y})
+    await cards.nth(1).dispatch_event("drop", {"dataTransfer": transfer, "clientY": y})
+    notice = page.locator("#notice")
+    await expect(notice).to_contain_text("re-evaluated", timeout=TIMEOUT_MS)
+    await expect(stops_of(1)).to_have_count(counts[1] + 1)
+    await expect(stops_of(0)).to_have_count(counts[0] - 1)
+    assert (await orders_of(1))[0] == order  # dropped at the top: first
+    assert await cards.nth(1).locator(".stats").text_content() != stats  # re-evaluated
+    match = re.search(r"Proposal #(\d+)", await notice.text_content() or "")
+    assert match is not None
+    plan_id = int(match.group(1))
+    async with srv.admin() as client:
+        plan = (await client.get(f"/api/v1/plans/{plan_id}")).json()
+    van1 = next(r for r in plan["routes"] if r["vehicle"] == "Van 1")
+    assert [str(s["order_id"]) for s in van1["stops"]] == await orders_of(1)
+    assert f"{len(van1['stops'])} stops" in (
+        await cards.nth(1).locator(".stats").text_content() or ""
+    )
+    # The keyboard's way: one place later, then off the routes and back onto van 0.
+    moved = cards.nth(1).locator(f'li[data-order="{order}"]')
+    await moved.get_by_role("button", name=re.compile("later")).click()
+    await expect(stops_of(1).nth(1)).to_have_attribute("data-order", order, timeout=TIMEOUT_MS)
+    await moved.locator("select").select_option("none")
+    await expect(page.locator(f'#plan-unassigned li[data-order="{order}"]')).to_contain_text(
+        "unassigned by the dispatcher", timeout=TIMEOUT_MS
+    )
+    await expect(stops_of(1)).to_have_count(counts[1])
+    await page.locator(f'#plan-unassigned li[data-order="{order}"] select').select_option(
+        label="Van 0"
+    )
+    await expect(stops_of(0)).to_have_count(counts[0], timeout=TIMEOUT_MS)
+    # The crane order forced onto van 0: kept there, and what it breaks is shown.
+    crane = page.locator("#plan-unassigned li", has_text="MC-049")
+    transfer = await page.evaluate_handle("() => new DataTransfer()")
+    await crane.dispatch_event("dragstart", {"dataTransfer": transfer})
+    y = await top_of(0)
+    await cards.nth(0).dispatch_event("dragover", {"dataTransfer": transfer, "clientY": y})
+    await cards.nth(0).dispatch_event("drop", {"dataTransfer": transfer, "clientY": y})
+    await expect(cards.nth(0).locator(".violations")).to_contain_text(
+        "need a skill the van lacks", timeout=TIMEOUT_MS
+    )
+    await expect(stops_of(0).first.locator(".violation")).to_contain_text("lacks crane")
+    await expect(page.locator("#plan-summary")).to_contain_text("50 of 50 orders")
+    await expect(page.locator("#plan-summary")).to_contain_text("1 violation ")
+    await stops_of(0).first.scroll_into_view_if_needed()
+    await (
+        page.locator("#proposal-title")
+        .locator("..")
+        .screenshot(path=str(ARTIFACTS / "plan-edited.png"))
+    )
+    # ...and dragged back onto the unassigned list.
+    transfer = await page.evaluate_handle("() => new DataTransfer()")
+    await stops_of(0).first.dispatch_event("dragstart", {"dataTransfer": transfer})
+    await page.locator("#plan-unassigned").dispatch_event("dragover", {"dataTransfer": transfer})
+    await page.locator("#plan-unassigned").dispatch_event("drop", {"dataTransfer": transfer})
+    await expect(page.locator("#plan-summary")).to_contain_text(
+        "49 of 50 orders", timeout=TIMEOUT_MS
+    )
+    await expect(cards.nth(0).locator(".violations")).to_have_count(0)
+    shown = [await orders_of(0), await orders_of(1)]
+
+    # Dispatch the edited proposal, then drag the first stop of van 0 onto van 1's card.
     await page.get_by_role("button", name="Dispatch").click()
     await expect(page.locator("#notice")).to_contain_text("Dispatched 2 routes", timeout=TIMEOUT_MS)
+    assert [await orders_of(0), await orders_of(1)] == shown  # as edited
     first = cards.nth(0).locator("li[draggable=true]").first
     await expect(first).to_be_visible()
     stop_id = await first.get_attribute("data-stop-id")

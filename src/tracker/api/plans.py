@@ -4,6 +4,8 @@ as live routes, and re-plan live routes during the day.
 - `POST /api/v1/plans` `{"date", "vehicles"?: [id | {vehicle}], "orders"?: [id]}` → 201
   the proposal (default vehicles: every active one; default orders: the date's unplanned).
 - `GET /api/v1/plans/{id}` → the proposal, with `route_id`s once dispatched.
+- `POST /api/v1/plans/{id}/move` `{"order_id", "vehicle": id | name | null, "position"?}` →
+  the proposal edited before dispatch, its changed routes re-evaluated (violations shown).
 - `POST /api/v1/plans/{id}/dispatch` → 201 `{"plan", "routes": [Route JSON]}` (each stop's
   customer tracking link is in this reply only).
 - `POST /api/v1/replan/insert` `{"order_id", "routes"?: [route id]}` → the route it joined.
@@ -147,6 +149,43 @@ async def get_plan(request: Request) -> Response:
     return ORJSONResponse(body)
 
 
+def _vehicle_ref(data: dict[str, Any]) -> int | str | None:
+    if "vehicle" not in data:
+        raise _invalid("vehicle: required (a vehicle id or name of the plan, or null to unassign)")
+    value = data["vehicle"]
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not 1 <= len(value) <= 200:
+            raise _invalid("vehicle: a name must have 1 to 200 characters")
+        return value
+    return _id(value, "vehicle")
+
+
+async def move_in_plan(request: Request) -> Response:
+    """POST /api/v1/plans/{id}/move {"order_id", "vehicle", "position"?} → the edited plan."""
+    await require_dispatcher(request)
+    rt = runtime(request)
+    data = await json_object(request)
+    _only(data, ("order_id", "vehicle", "position"))
+    order_id = _id(data.get("order_id"), "order_id")
+    vehicle = _vehicle_ref(data)
+    position = data.get("position")
+    if position is not None and (
+        isinstance(position, bool)
+        or not isinstance(position, int)
+        or not 0 <= position <= MAX_STOPS
+    ):
+        raise _invalid(f"position: must be an integer from 0 to {MAX_STOPS}, or null")
+    try:
+        body = await rt.planning.move(
+            request.path_params["plan_id"], order_id, vehicle, position, datetime.now(UTC)
+        )
+    except _HANDLED as exc:
+        raise _errors(exc, unavailable(rt)) from exc
+    return ORJSONResponse(body)
+
+
 async def dispatch_plan(request: Request) -> Response:
     """POST /api/v1/plans/{id}/dispatch → 201 {"plan", "routes"} (with tracking links)."""
     await require_dispatcher(request)
@@ -210,6 +249,7 @@ async def move_stops(request: Request) -> Response:
 ROUTES = [
     Route("/api/v1/plans", create_plan, methods=["POST"]),
     Route("/api/v1/plans/{plan_id:id}", get_plan, methods=["GET"]),
+    Route("/api/v1/plans/{plan_id:id}/move", move_in_plan, methods=["POST"]),
     Route("/api/v1/plans/{plan_id:id}/dispatch", dispatch_plan, methods=["POST"]),
     Route("/api/v1/replan/insert", insert_order, methods=["POST"]),
     Route("/api/v1/replan/reoptimise", reoptimise_route, methods=["POST"]),

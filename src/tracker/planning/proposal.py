@@ -3,8 +3,11 @@
 Per vehicle the ordered stops with planned arrivals (when service starts), the leg driven
 to each, the load aboard after it and any lateness; the route's distance, duration,
 travel, service and waiting; its path to the last stop and back (encoded polylines,
-precision 6). Then the orders left out, each with a reason, and whether travel times came
-from the road network or from straight lines.
+precision 6); the constraints its order breaks (`violations`, per stop and per route: none
+as the solver proposes it, possibly some once a dispatcher has moved stops by hand). Then
+the orders left out, each with a reason, every vehicle the plan was made with (so an edit
+can re-evaluate a route on the same terms), and whether travel times came from the road
+network or from straight lines.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from typing import Any
 
 import polyline
 
+from tracker.planning.model import Vehicle
 from tracker.planning.problem import Problem
 from tracker.planning.solution import Endpoint, PlannedRoute, Solution
+
+Violations = Mapping[str, Any]  # {"route": [violation], "stops": {order id: [violation]}}
 
 PRECISION = 6
 ROADS = "roads"
@@ -58,14 +64,17 @@ def route_json(
     leg_m: Sequence[float],
     back: Sequence[Point],
     back_m: float,
+    violations: Violations | None = None,
 ) -> dict[str, Any]:
-    """One vehicle's route. `leg_m[k]` is the leg to stop k (from the start for k = 0)."""
+    """One vehicle's route. `leg_m[k]` is the leg to stop k (from the start for k = 0);
+    `violations` as `tracker.planning.edits.violations` reads them (None: there are none)."""
     van = route.van.vehicle
     assert van is not None, "a plan's vans are vehicles"
     legs = list(leg_m)
     # Without a start depot the first stop is where the route begins: no leg to it.
     if len(legs) == len(route.stops) - 1:
         legs.insert(0, 0.0)
+    per_stop: Mapping[int, Any] = violations["stops"] if violations else {}
     stops = [
         {
             "seq": k + 1,
@@ -85,6 +94,7 @@ def route_json(
             "load": dict(s.load),
             "lateness_s": s.lateness_s,
             "windows": [[_iso(w.start), _iso(w.end)] for w in s.order.windows],
+            "violations": list(per_stop.get(s.order.id, ())),
         }
         for k, s in enumerate(route.stops)
     ]
@@ -102,8 +112,47 @@ def route_json(
         "waiting_s": route.waiting_s,
         "lateness_s": route.lateness_s,
         "load": dict(route.load),
+        "violations": list(violations["route"]) if violations else [],
         "path": encoded(outbound),
         "return_path": encoded(back),
+    }
+
+
+def vehicle_json(vehicle: Vehicle) -> dict[str, Any]:
+    """A vehicle of the plan as it was when planned (`edits.vehicle_of` reads it back)."""
+    return {
+        "vehicle_id": vehicle.id or None,
+        "vehicle": vehicle.name,
+        "device": vehicle.device,
+        "capacity": dict(vehicle.capacity),
+        "skills": list(vehicle.skills),
+        "shift_start": None if vehicle.shift_start is None else vehicle.shift_start.isoformat(),
+        "shift_end": None if vehicle.shift_end is None else vehicle.shift_end.isoformat(),
+        "time_zone": vehicle.time_zone,
+        "start_depot_id": vehicle.start_depot_id,
+        "end_depot_id": vehicle.end_depot_id,
+        "max_duration_s": vehicle.max_duration_s,
+    }
+
+
+def summary(routes: Sequence[Mapping[str, Any]], unassigned: int, vehicles: int) -> dict[str, Any]:
+    """The plan's totals over its routes."""
+    assigned = sum(len(r["stops"]) for r in routes)
+    return {
+        "orders": assigned + unassigned,
+        "assigned": assigned,
+        "unassigned": unassigned,
+        "vehicles": vehicles,
+        "vehicles_used": len(routes),
+        "distance_m": round(sum(r["distance_m"] for r in routes), 1),
+        "duration_s": sum(r["duration_s"] for r in routes),
+        "lateness_s": sum(r["lateness_s"] for r in routes),
+        # Each broken constraint once: a route's line that sums up its stops' is not counted.
+        "violations": sum(
+            sum(1 for v in r.get("violations", ()) if "stops" not in v)
+            + sum(len(s.get("violations", ())) for s in r["stops"])
+            for r in routes
+        ),
     }
 
 
@@ -116,22 +165,12 @@ def plan_json(
     timing: Mapping[str, float],
 ) -> dict[str, Any]:
     """The whole proposal (without its id and status, which the store adds)."""
-    assigned = sum(len(r["stops"]) for r in routes)
     return {
         "date": problem.day.isoformat(),
         "travel": ROADS if roads else STRAIGHT,
         "straight_line": not roads,
         "note": note,
-        "summary": {
-            "orders": assigned + len(solution.unassigned),
-            "assigned": assigned,
-            "unassigned": len(solution.unassigned),
-            "vehicles": len(problem.vans),
-            "vehicles_used": len(routes),
-            "distance_m": round(sum(r["distance_m"] for r in routes), 1),
-            "duration_s": sum(r["duration_s"] for r in routes),
-            "lateness_s": sum(r["lateness_s"] for r in routes),
-        },
+        "summary": summary(routes, len(solution.unassigned), len(problem.vans)),
         "routes": list(routes),
         "unassigned": [
             {
@@ -141,5 +180,6 @@ def plan_json(
             }
             for u in solution.unassigned
         ],
+        "vehicles": [vehicle_json(v.vehicle) for v in problem.vans if v.vehicle is not None],
         "timing": {k: round(v, 3) for k, v in timing.items()},
     }

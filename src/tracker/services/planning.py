@@ -27,6 +27,8 @@ from tracker.planning import proposal, solution, solver
 from tracker.planning.model import DISPATCHED, PLANNED, UNPLANNED, Order, Vehicle, Window
 from tracker.planning.problem import ProblemInvalid, build
 from tracker.planning.solver import SolverOptions
+from tracker.services import plan_edits
+from tracker.services.plan_errors import PlanConflict, PlanNotFound, PlanRefused
 from tracker.services.routing import RouteInvalid, RoutingService
 from tracker.services.travel import Travel
 from tracker.store import devices as device_store
@@ -37,18 +39,7 @@ from tracker.store import plans as store
 PLANNABLE = (UNPLANNED, PLANNED)
 STOP_RADIUS_M = 50.0
 
-
-class PlanRefused(ValueError):
-    """The request cannot be planned as asked (400); the message names the problem."""
-
-
-class PlanNotFound(LookupError):
-    """No such plan."""
-
-
-class PlanConflict(ValueError):
-    """The plan cannot be dispatched as it stands (409): already dispatched, an order
-    changed meanwhile, a vehicle without a device."""
+__all__ = ["PlanConflict", "PlanNotFound", "PlanRefused", "PlanningService", "stop_of"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -171,28 +162,7 @@ class PlanningService:
                 solved,
                 unassigned=tuple(sorted([*solved.unassigned, *extra], key=lambda u: u.order.id)),
             )
-        outbound = [
-            ([r.start.location] if r.van.start is not None else []) + [s.location for s in r.stops]
-            for r in solved.routes
-        ]
-        back = [
-            [r.stops[-1].location, r.end.location]
-            if r.van.end is not None
-            else [r.stops[-1].location]
-            for r in solved.routes
-        ]
-        paths = await self.travel.paths(measured, [*outbound, *back])
-        routes = [
-            proposal.route_json(
-                problem,
-                r,
-                paths[k].points,
-                paths[k].leg_m,
-                paths[len(outbound) + k].points,
-                paths[len(outbound) + k].length_m,
-            )
-            for k, r in enumerate(solved.routes)
-        ]
+        routes = await plan_edits.route_bodies(self.travel, problem, measured, solved.routes)
         model = self.travel.model
         note = None
         if not measured.roads:
@@ -213,6 +183,20 @@ class PlanningService:
         if stored is None:
             raise PlanNotFound(f"no plan {plan_id}")
         return stored.to_json()
+
+    async def move(
+        self,
+        plan_id: int,
+        order_id: int,
+        vehicle: plan_edits.VehicleRef | None,
+        position: int | None,
+        now: datetime,
+    ) -> JsonDict:
+        """Edit a proposal before dispatch: order `order_id` to `position` of `vehicle`'s
+        route (None: the cheapest place), or off the routes; the plan re-evaluated."""
+        return await plan_edits.move(
+            self._pool, self.travel, plan_id, order_id, vehicle, position, now
+        )
 
     # -- dispatch ----------------------------------------------------------------------------
 

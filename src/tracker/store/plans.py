@@ -85,6 +85,20 @@ async def insert_plan(
     return _plan(row)
 
 
+async def update_proposal(
+    conn: asyncpg.Connection | asyncpg.Pool, plan_id: int, proposal: JsonDict
+) -> bool:
+    """Replace a proposal not yet dispatched (an edit); False when it is dispatched (or
+    gone)."""
+    done = await conn.execute(
+        "UPDATE plans SET proposal = $2 WHERE id = $1 AND status = $3 AND routes = '{}'::jsonb",
+        plan_id,
+        proposal,
+        PROPOSED,
+    )
+    return bool(done.endswith(" 1"))
+
+
 async def get_plan(conn: asyncpg.Connection | asyncpg.Pool, plan_id: int) -> StoredPlan | None:
     """A plan, or None."""
     row = await conn.fetchrow(_PLAN + " WHERE id = $1", plan_id)
