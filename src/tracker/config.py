@@ -125,6 +125,15 @@ class Settings:
         "TRACKER_ROUTE_CACHE_S",
         "longest an instance trusts 'this device has no route' (changes travel on the bus)",
     )
+    # Route plans kept per worker, least recently used first out: a fleet whose routes do
+    # not all fit rebuilds a plan on nearly every ping. About 35 kB for a 30-stop route on a
+    # 400-point path, growing with the path.
+    plan_cache: int = _setting(
+        10_000,
+        "TRACKER_PLAN_CACHE",
+        "route plans kept per worker (one per active route)",
+        minimum=1,
+    )
     # Second listener serving only the OsmAnd protocol at `/` (Traccar's port is 5055).
     osmand_port: int | None = _setting(
         None, "TRACKER_OSMAND_PORT", "second listener for Traccar Client at `/`; 0 = off"

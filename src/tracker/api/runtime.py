@@ -106,7 +106,7 @@ class Runtime:
         bus.subscribe(auth.on_bus)
         bus.on_resumed(auth.on_bus_resumed)
         eta_cfg = EtaConfig(arriving_s=settings.arriving_s, auto_complete=settings.auto_complete)
-        plans = PlanCache()
+        plans = PlanCache(settings.plan_cache)
         events = EventLog(bus)
         # Route progress runs after the ack, in rounds; route changes anywhere reach every
         # instance's "no route here" knowledge on the bus.

@@ -13,7 +13,6 @@ from tracker.core.route.progress import RoutePlan
 from tracker.store import learning as learned
 from tracker.store import routes as store
 
-_PLANS = 1024  # plans kept per instance
 _LONG_PATH = 200  # path points from which building a plan is worth a thread
 
 
@@ -21,7 +20,7 @@ class PlanCache:
     """Least recently used plans by route id, each valid for one revision (re-planning
     bumps a route's revision)."""
 
-    def __init__(self, size: int = _PLANS) -> None:
+    def __init__(self, size: int = 10_000) -> None:
         self._size = size
         self._plans: OrderedDict[int, tuple[int, RoutePlan]] = OrderedDict()
 
