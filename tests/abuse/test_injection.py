@@ -179,6 +179,8 @@ def defaults(fleet: Fleet) -> dict[str, str]:
         "kind": "delivered",
         "channel": "sms",
         "language": "en",
+        # Editing a plan proposal (issue 14).
+        "plan_id": "1",
     }
 
 
