@@ -437,6 +437,7 @@ async def test_eta_changes_past_the_threshold_and_arriving_once(
     d = await new_delivery(srv, start=t0)
     # Brisk, then stuck in traffic, then brisk again: ETAs move a lot, and a little.
     await drive(d, t0, [(400.0, 12.0), (560.0, 2.0), (1000.0, 12.0)], every_s=4.0)
+    await srv.settled()  # the route work runs after the acks: every event stored before counting
 
     events = await hook_db.fetch(
         "SELECT id, type, stop_id, data FROM events WHERE route_id = $1 "
