@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server, add_device
+from tests.conftest import Server
 from tests.integration import test_plans_api as plans
 from tests.integration.test_plans_api import PLACES, World, add_orders, future_day, window
 
@@ -187,30 +187,14 @@ async def test_edit_a_proposal_then_dispatch_it(world: World) -> None:
 async def test_edit_on_straight_lines_keeps_to_straight_lines(server: Server) -> None:
     """Without a road network an edit is evaluated on straight lines, as the plan was."""
     day = future_day()
-    dev = await add_device(server, "Straight edit van")
     async with server.admin() as client:
-        r = await client.post("/api/v1/depots", json={"name": "Vaduz", "lat": 47.14, "lon": 9.52})
-        depot = r.json()["id"]
-        orders = await add_orders(
+        r, _ = await plans.one_van_plan(
+            server,
             client,
             day,
-            [
-                {"lat": 47.145, "lon": 9.52},
-                {"lat": 47.15, "lon": 9.53},
-                {"lat": 47.16, "lon": 9.51},
-            ],
-        )
-        van = {
-            "name": "Straight edit van",
-            "device": dev.unique_id,
-            "start_depot_id": depot,
-            "end_depot_id": depot,
-            "shift_start": "08:00",
-            "shift_end": "12:00",
-        }
-        r = await client.post(
-            "/api/v1/plans",
-            json={"date": day.isoformat(), "vehicles": [van], "orders": [o["id"] for o in orders]},
+            "Straight edit van",
+            ("Vaduz", 47.14, 9.52),
+            [(47.145, 9.52), (47.15, 9.53), (47.16, 9.51)],
         )
         assert r.status_code == 201, r.text
         plan = r.json()

@@ -322,35 +322,48 @@ async def test_inline_vehicle_plan_without_a_device_cannot_dispatch(world: World
         assert r.status_code == 409 and "has no device" in r.json()["message"]
 
 
+async def one_van_plan(
+    server: Server,
+    client: httpx.AsyncClient,
+    day: date,
+    name: str,
+    depot: tuple[str, float, float],
+    places: list[tuple[float, float]],
+) -> tuple[httpx.Response, DeviceCreds]:
+    """POST /api/v1/plans for `places` (new orders of `day`) with one inline van of a new
+    device, 08:00-12:00 from and back to a new depot; the test database has no roads."""
+    dev = await add_device(server, name)
+    r = await client.post(
+        "/api/v1/depots", json={"name": depot[0], "lat": depot[1], "lon": depot[2]}
+    )
+    depot_id = r.json()["id"]
+    orders = await add_orders(client, day, [{"lat": lat, "lon": lon} for lat, lon in places])
+    van = {
+        "name": name,
+        "device": dev.unique_id,
+        "start_depot_id": depot_id,
+        "end_depot_id": depot_id,
+        "shift_start": "08:00",
+        "shift_end": "12:00",
+    }
+    r = await client.post(
+        "/api/v1/plans",
+        json={"date": day.isoformat(), "vehicles": [van], "orders": [o["id"] for o in orders]},
+    )
+    return r, dev
+
+
 async def test_without_roads_plans_on_straight_lines_and_says_so(server: Server) -> None:
     """The shared test database has no road network: planning still works."""
     day = future_day()
-    dev = await add_device(server, "Straight van")
     async with server.admin() as client:
-        r = await client.post(
-            "/api/v1/depots", json={"name": "Andorra", "lat": 42.5075, "lon": 1.5218}
-        )
-        depot = r.json()["id"]
-        orders = await add_orders(
+        r, dev = await one_van_plan(
+            server,
             client,
             day,
-            [
-                {"lat": 42.5063, "lon": 1.5218},
-                {"lat": 42.51, "lon": 1.53},
-                {"lat": 42.50, "lon": 1.51},
-            ],
-        )
-        van = {
-            "name": "Straight van",
-            "device": dev.unique_id,
-            "start_depot_id": depot,
-            "end_depot_id": depot,
-            "shift_start": "08:00",
-            "shift_end": "12:00",
-        }
-        r = await client.post(
-            "/api/v1/plans",
-            json={"date": day.isoformat(), "vehicles": [van], "orders": [o["id"] for o in orders]},
+            "Straight van",
+            ("Andorra", 42.5075, 1.5218),
+            [(42.5063, 1.5218), (42.51, 1.53), (42.50, 1.51)],
         )
         assert r.status_code == 201, r.text
         plan = r.json()

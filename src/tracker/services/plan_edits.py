@@ -159,126 +159,112 @@ async def move(
     """Put order `order_id` of plan `plan_id` at `position` (0-based among the van's other
     stops; None: where it breaks least and costs least) of `vehicle`'s route, or off the
     routes (`vehicle` None). Returns the re-evaluated plan's JSON."""
-    async with pool.acquire() as lock:
-        await store.lock_plan(lock, plan_id)
-        try:
-            return await _move(pool, travel, plan_id, order_id, vehicle, position, now)
-        finally:
-            await store.unlock_plan(lock, plan_id)
+    async with store.plan_lock(pool, plan_id):
+        stored = await store.get_plan(pool, plan_id)
+        if stored is None:
+            raise PlanNotFound(f"no plan {plan_id}")
+        if stored.status == store.DISPATCHED or stored.routes:
+            raise PlanConflict(f"plan {plan_id} is dispatched already: move its live stops instead")
+        plan = stored.proposal
+        order = await order_store.get_order(pool, order_id)
+        if order is None:
+            raise PlanRefused(f"order_id: no order {order_id}")
+        vehicles = await _vehicles(pool, plan, now)
+        vans = _route_vans(plan["routes"], vehicles)
+        lists: dict[int, list[int]] = {k: [] for k in range(len(vehicles))}
+        for k, r in zip(vans, plan["routes"], strict=True):
+            lists[k] = [int(s["order_id"]) for s in r["stops"]]
+        source = next((k for k, ids in lists.items() if order_id in ids), None)
+        waiting = {int(u["order_id"]) for u in plan["unassigned"]}
+        if source is None and order_id not in waiting:
+            raise PlanRefused(f"order_id: order {order_id} is not in plan {plan_id}")
+        target = None if vehicle is None else _target(vehicles, vehicle, plan_id)
+        if target is not None and order.status not in PLANNABLE:
+            raise PlanConflict(f"order {order_id} is {order.status} now: it cannot be planned")
+        if target is None and position is not None:
+            raise PlanRefused("position: only with a vehicle")
+        if source is not None:
+            lists[source].remove(order_id)
+        if target is not None and position is not None and not 0 <= position <= len(lists[target]):
+            raise PlanRefused(f"position: must be from 0 to {len(lists[target])} for this vehicle")
+        changed = sorted({k for k in (source, target) if k is not None})
+        if not changed:
+            return stored.to_json()  # an unassigned order left unassigned
 
-
-async def _move(
-    pool: asyncpg.Pool,
-    travel: Travel,
-    plan_id: int,
-    order_id: int,
-    vehicle: VehicleRef | None,
-    position: int | None,
-    now: datetime,
-) -> JsonDict:
-    stored = await store.get_plan(pool, plan_id)
-    if stored is None:
-        raise PlanNotFound(f"no plan {plan_id}")
-    if stored.status == store.DISPATCHED or stored.routes:
-        raise PlanConflict(f"plan {plan_id} is dispatched already: move its live stops instead")
-    plan = stored.proposal
-    order = await order_store.get_order(pool, order_id)
-    if order is None:
-        raise PlanRefused(f"order_id: no order {order_id}")
-    vehicles = await _vehicles(pool, plan, now)
-    vans = _route_vans(plan["routes"], vehicles)
-    lists: dict[int, list[int]] = {k: [] for k in range(len(vehicles))}
-    for k, r in zip(vans, plan["routes"], strict=True):
-        lists[k] = [int(s["order_id"]) for s in r["stops"]]
-    source = next((k for k, ids in lists.items() if order_id in ids), None)
-    waiting = {int(u["order_id"]) for u in plan["unassigned"]}
-    if source is None and order_id not in waiting:
-        raise PlanRefused(f"order_id: order {order_id} is not in plan {plan_id}")
-    target = None if vehicle is None else _target(vehicles, vehicle, plan_id)
-    if target is not None and order.status not in PLANNABLE:
-        raise PlanConflict(f"order {order_id} is {order.status} now: it cannot be planned")
-    if target is None and position is not None:
-        raise PlanRefused("position: only with a vehicle")
-    if source is not None:
-        lists[source].remove(order_id)
-    if target is not None and position is not None and not 0 <= position <= len(lists[target]):
-        raise PlanRefused(f"position: must be from 0 to {len(lists[target])} for this vehicle")
-    changed = sorted({k for k in (source, target) if k is not None})
-    if not changed:
-        return stored.to_json()  # an unassigned order left unassigned
-
-    # Re-evaluate the changed routes (the moved order goes in once placed).
-    day = stored.date
-    ids = sorted(
-        {o for k in changed for o in lists[k]} | ({order_id} if target is not None else set())
-    )
-    orders = await order_store.orders_for_planning(pool, day, ids) if ids else []
-    gone = set(ids) - {o.id for o in orders}
-    if gone:
-        raise PlanConflict(f"order {min(gone)} is deleted now: make a new plan")
-    for o in orders:
-        if o.status not in PLANNABLE:
-            raise PlanConflict(f"order {o.id} is {o.status} now: make a new plan")
-    used = [vehicles[k] for k in changed]
-    depot_ids = {d for v in used for d in (v.start_depot_id, v.end_depot_id) if d is not None}
-    depots = await fleet_store.depots_by_ids(pool, sorted(depot_ids))
-    problem = _problem(day, orders, used, depots, now)
-    measured = await travel.measure(problem.locations)
-    if measured.roads != stored.roads:
-        raise PlanConflict(
-            "the road network was "
-            + ("removed" if stored.roads else "imported")
-            + " since this plan was made: make a new plan"
+        # Re-evaluate the changed routes (the moved order goes in once placed).
+        day = stored.date
+        ids = sorted(
+            {o for k in changed for o in lists[k]} | ({order_id} if target is not None else set())
         )
-    local = {k: n for n, k in enumerate(changed)}
-    if target is not None:
-        where = position
-        if where is None:
-            where = await asyncio.to_thread(
-                edits.cheapest_position,
-                problem,
-                measured.seconds,
-                local[target],
-                lists[target],
-                order_id,
+        orders = await order_store.orders_for_planning(pool, day, ids) if ids else []
+        gone = set(ids) - {o.id for o in orders}
+        if gone:
+            raise PlanConflict(f"order {min(gone)} is deleted now: make a new plan")
+        for o in orders:
+            if o.status not in PLANNABLE:
+                raise PlanConflict(f"order {o.id} is {o.status} now: make a new plan")
+        used = [vehicles[k] for k in changed]
+        depot_ids = {d for v in used for d in (v.start_depot_id, v.end_depot_id) if d is not None}
+        depots = await fleet_store.depots_by_ids(pool, sorted(depot_ids))
+        problem = _problem(day, orders, used, depots, now)
+        measured = await travel.measure(problem.locations)
+        if measured.roads != stored.roads:
+            raise PlanConflict(
+                "the road network was "
+                + ("removed" if stored.roads else "imported")
+                + " since this plan was made: make a new plan"
             )
-        lists[target].insert(where, order_id)
-    steps = {local[k]: lists[k] for k in changed}
-    answer = await asyncio.to_thread(solver.check, problem, measured.seconds, steps)
-    solved = solution.read(problem, answer, measured.seconds)
-    broken = edits.violations(problem, answer)
-    fresh = await route_bodies(travel, problem, measured, solved.routes, broken)
-    index = {id(v): n for n, v in enumerate(problem.vans)}
-    by_van = {changed[index[id(r.van)]]: body for r, body in zip(solved.routes, fresh, strict=True)}
-    routes = []
-    old = dict(zip(vans, plan["routes"], strict=True))
-    for k in range(len(vehicles)):
-        if k in local:
-            if k in by_van:
-                routes.append(by_van[k])
-        elif k in old:
-            routes.append(old[k])
-    unassigned = [u for u in plan["unassigned"] if int(u["order_id"]) != order_id]
-    if target is None:
-        unassigned.append(
-            {
-                "order_id": order_id,
-                "external_id": order.external_id,
-                "reason": edits.UNASSIGNED_BY_HAND,
-            }
-        )
-    unassigned.sort(key=lambda u: int(u["order_id"]))
-    edited = {
-        **plan,
-        "routes": routes,
-        "unassigned": unassigned,
-        "summary": proposal.summary(routes, len(unassigned), len(vehicles)),
-        "edited_at": now.isoformat(),
-    }
-    if "vehicles" not in plan:
-        edited["vehicles"] = [proposal.vehicle_json(v) for v in vehicles]
-    if not await store.update_proposal(pool, plan_id, edited):
-        raise PlanConflict(f"plan {plan_id} is dispatched already")
-    again = await store.get_plan(pool, plan_id)
-    assert again is not None
-    return again.to_json()
+        local = {k: n for n, k in enumerate(changed)}
+        if target is not None:
+            where = position
+            if where is None:
+                where = await asyncio.to_thread(
+                    edits.cheapest_position,
+                    problem,
+                    measured.seconds,
+                    local[target],
+                    lists[target],
+                    order_id,
+                )
+            lists[target].insert(where, order_id)
+        steps = {local[k]: lists[k] for k in changed}
+        answer = await asyncio.to_thread(solver.check, problem, measured.seconds, steps)
+        solved = solution.read(problem, answer, measured.seconds)
+        broken = edits.violations(problem, answer)
+        fresh = await route_bodies(travel, problem, measured, solved.routes, broken)
+        index = {id(v): n for n, v in enumerate(problem.vans)}
+        by_van = {
+            changed[index[id(r.van)]]: body for r, body in zip(solved.routes, fresh, strict=True)
+        }
+        routes = []
+        old = dict(zip(vans, plan["routes"], strict=True))
+        for k in range(len(vehicles)):
+            if k in local:
+                if k in by_van:
+                    routes.append(by_van[k])
+            elif k in old:
+                routes.append(old[k])
+        unassigned = [u for u in plan["unassigned"] if int(u["order_id"]) != order_id]
+        if target is None:
+            unassigned.append(
+                {
+                    "order_id": order_id,
+                    "external_id": order.external_id,
+                    "reason": edits.UNASSIGNED_BY_HAND,
+                }
+            )
+        unassigned.sort(key=lambda u: int(u["order_id"]))
+        edited = {
+            **plan,
+            "routes": routes,
+            "unassigned": unassigned,
+            "summary": proposal.summary(routes, len(unassigned), len(vehicles)),
+            "edited_at": now.isoformat(),
+        }
+        if "vehicles" not in plan:
+            edited["vehicles"] = [proposal.vehicle_json(v) for v in vehicles]
+        if not await store.update_proposal(pool, plan_id, edited):
+            raise PlanConflict(f"plan {plan_id} is dispatched already")
+        again = await store.get_plan(pool, plan_id)
+        assert again is not None
+        return again.to_json()

@@ -207,12 +207,8 @@ class PlanningService:
         route is recorded in the plan as soon as it exists, so a dispatch interrupted by an
         outage resumes with the routes still missing when asked again.
         """
-        async with self._pool.acquire() as lock:
-            await store.lock_plan(lock, plan_id)
-            try:
-                return await self._dispatch(plan_id, now)
-            finally:
-                await store.unlock_plan(lock, plan_id)
+        async with store.plan_lock(self._pool, plan_id):
+            return await self._dispatch(plan_id, now)
 
     async def _dispatch(self, plan_id: int, now: datetime) -> tuple[JsonDict, list[Dispatched]]:
         stored = await store.get_plan(self._pool, plan_id)

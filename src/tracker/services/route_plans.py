@@ -20,7 +20,7 @@ class PlanCache:
     """Least recently used plans by route id, each valid for one revision (re-planning
     bumps a route's revision)."""
 
-    def __init__(self, size: int = 10_000) -> None:
+    def __init__(self, size: int) -> None:
         self._size = size
         self._plans: OrderedDict[int, tuple[int, RoutePlan]] = OrderedDict()
 

@@ -263,6 +263,13 @@ class RouteWork:
             if self._cache_routes:
                 for device_id in held - heads.keys():
                     self._no_route[by_id[device_id].device] = True
+            if not wait:
+                # Built outside the round; the builder enqueues the device again.
+                for device_id, head in list(heads.items()):
+                    if self._plans.cached(head.id, head.revision) is None:
+                        del heads[device_id]
+                        if head.id not in self._warming:
+                            done.cold.append((by_id[device_id], head.id, head.revision))
             states = await self._states_of(conn, heads.values())
             # A fresh route takes the pings received since it was created, a replayed
             # (older) drive too, from its first ping on.
@@ -285,16 +292,9 @@ class RouteWork:
             changed: list[tuple[str, int, list[Event]]] = []
             for device_id, head in heads.items():
                 item = by_id[device_id]
-                plan = self._plans.cached(head.id, head.revision)
-                if plan is None and not wait:
-                    # Built outside the round; its builder enqueues the device again.
-                    if head.id not in self._warming:
-                        done.cold.append((item, head.id, head.revision))
-                    continue
                 if len(fixes[device_id]) == _LIMIT:
                     done.more.append(item)
-                if plan is None:
-                    plan = await self._plans.get(conn, head.id, head.revision)
+                plan = await self._plans.get(conn, head.id, head.revision)
                 moved = pipeline.advance(plan, states[device_id], fixes[device_id], self._cfg)
                 if moved.etas is None:
                     continue

@@ -10,7 +10,8 @@ rebuilds its cached plan of the route.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -105,18 +106,19 @@ async def get_plan(conn: asyncpg.Connection | asyncpg.Pool, plan_id: int) -> Sto
     return _plan(row) if row is not None else None
 
 
-async def lock_plan(conn: asyncpg.Connection, plan_id: int) -> None:
-    """Hold "dispatching plan `plan_id`" for the connection's session (every instance)."""
-    await conn.execute(
-        "SELECT pg_advisory_lock($1::int, ($2::bigint % 2147483647)::int)", _LOCK_SPACE, plan_id
-    )
-
-
-async def unlock_plan(conn: asyncpg.Connection, plan_id: int) -> None:
-    """Release `lock_plan`."""
-    await conn.execute(
-        "SELECT pg_advisory_unlock($1::int, ($2::bigint % 2147483647)::int)", _LOCK_SPACE, plan_id
-    )
+@contextlib.asynccontextmanager
+async def plan_lock(pool: asyncpg.Pool, plan_id: int) -> AsyncIterator[None]:
+    """Hold "changing plan `plan_id`" (a dispatch or an edit) on every instance while the
+    block runs: a session advisory lock on a connection of its own."""
+    key = (_LOCK_SPACE, plan_id)
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1::int, ($2::bigint % 2147483647)::int)", *key)
+        try:
+            yield
+        finally:
+            await conn.execute(
+                "SELECT pg_advisory_unlock($1::int, ($2::bigint % 2147483647)::int)", *key
+            )
 
 
 async def record_route(conn: asyncpg.Connection, plan_id: int, index: int, route_id: int) -> None:
